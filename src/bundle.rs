@@ -1,0 +1,101 @@
+//! The bundle edge: reading config.json as an order-preserving JSON document and writing it
+//! back atomically (temp file in the same directory, fsync, rename, mode and owner kept).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{Context, Error, Result};
+
+/// A loaded config.json: its path, its document, and the file's mode and owner.
+#[derive(Debug)]
+pub struct Bundle {
+    /// The bundle directory.
+    pub dir: PathBuf,
+    /// `<dir>/config.json`.
+    pub config_path: PathBuf,
+    /// The document, keys in their original order.
+    pub spec: Value,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl Bundle {
+    /// Reads and parses `<dir>/config.json`; the error names the file and the cause.
+    pub fn load(dir: &Path) -> Result<Bundle> {
+        let config_path = dir.join("config.json");
+        let shown = config_path.display();
+        let meta =
+            fs::metadata(&config_path).context(format!("cannot read bundle config {shown}"))?;
+        let bytes = fs::read(&config_path).context(format!("cannot read bundle config {shown}"))?;
+        let spec: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::failed(format!("malformed bundle config {shown}: {e}")))?;
+        if !spec.is_object() {
+            return Err(Error::failed(format!(
+                "malformed bundle config {shown}: not a JSON object"
+            )));
+        }
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            config_path,
+            spec,
+            mode: meta.permissions().mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+        })
+    }
+
+    /// Replaces config.json with `spec`, atomically: readers see the old or the new file, never
+    /// a mix, and a failure at any step leaves the old file in place.
+    pub fn write(&self, spec: &Value) -> Result<()> {
+        let bytes = serde_json::to_vec(spec).context("cannot serialize config.json")?;
+        write_atomic(
+            &self.config_path,
+            &bytes,
+            self.mode,
+            Some((self.uid, self.gid)),
+        )
+    }
+}
+
+/// Writes `bytes` to `path` via a temp file in the same directory, fsync and rename.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.ds01-{}.tmp", std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut f: File = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .context(format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)
+            .context(format!("cannot write {}", tmp.display()))?;
+        // The umask may have narrowed the mode given to open().
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .context(format!("cannot chmod {}", tmp.display()))?;
+        if let Some((uid, gid)) = owner {
+            // Keeping the owner matters only when it differs; failing that is not fatal for root-owned bundles.
+            if uid != nix::unistd::geteuid().as_raw() || gid != nix::unistd::getegid().as_raw() {
+                std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+                    .context(format!("cannot chown {}", tmp.display()))?;
+            }
+        }
+        f.sync_all()
+            .context(format!("cannot fsync {}", tmp.display()))?;
+        fs::rename(&tmp, path).context(format!("cannot replace {}", path.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,93 @@
+//! The create pipeline: load bundle, resolve owner, run the modifiers, write atomically; the
+//! caller then execs the low-level runtime.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::argv::Invocation;
+use crate::bundle::Bundle;
+use crate::error::{Error, Result};
+use crate::identity::{self, Clues, EngineMeta, Owner};
+use crate::modifiers::{self, Context, Note};
+use crate::policy::Policy;
+use crate::settings::Settings;
+use crate::users;
+
+/// The outcome of running the pipeline over a bundle, before anything is written.
+#[derive(Debug)]
+pub struct Plan {
+    /// The bundle as loaded.
+    pub bundle: Bundle,
+    /// The patched document.
+    pub spec: Value,
+    /// Whose container it is.
+    pub owner: Owner,
+    /// What changed and why.
+    pub notes: Vec<Note>,
+}
+
+/// Runs identity resolution and every modifier over the bundle; writes nothing.
+pub fn plan(
+    settings: &Settings,
+    policy: &Policy,
+    bundle: Bundle,
+    container_id: &str,
+    systemd_cgroup: bool,
+    engine: Option<&EngineMeta>,
+) -> Result<Plan> {
+    let clues = Clues {
+        spec: &bundle.spec,
+        engine,
+    };
+    let owner = identity::resolve(&settings.identity, policy, &clues, &users::to_login)?;
+    let ctx = Context {
+        container_id,
+        owner: &owner,
+        systemd_cgroup,
+        scope_prefix: &settings.scope_prefix,
+    };
+    let mut spec = bundle.spec.clone();
+    let notes = modifiers::apply_all(&modifiers::pipeline(), &mut spec, &ctx)?;
+    Ok(Plan {
+        bundle,
+        spec,
+        owner,
+        notes,
+    })
+}
+
+/// The bundle directory of a create: `--bundle`, else the current directory.
+pub fn bundle_dir(inv: &Invocation) -> PathBuf {
+    inv.bundle
+        .as_deref()
+        .filter(|b| !b.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Everything `create` does before exec: returns the low-level runtime to exec.
+pub fn prepare(inv: &Invocation, settings: &Settings) -> Result<PathBuf> {
+    let runtime = crate::exec::resolve_runtime(
+        OsStr::new(&settings.low_level_runtime),
+        std::env::var_os("PATH").as_deref(),
+    )?;
+    let id = inv
+        .container_id
+        .as_deref()
+        .and_then(OsStr::to_str)
+        .ok_or_else(|| Error::failed("container id is not valid UTF-8"))?;
+    let bundle = Bundle::load(&bundle_dir(inv))?;
+    let policy = Policy::load(&settings.policy)?;
+    let plan = plan(settings, &policy, bundle, id, inv.systemd_cgroup, None)?;
+    if plan.spec != plan.bundle.spec {
+        plan.bundle.write(&plan.spec)?;
+    }
+    Ok(runtime)
+}
+
+/// Checks that a bundle directory looks usable, for messages that name it.
+pub fn describe_bundle(dir: &Path) -> String {
+    dir.display().to_string()
+}

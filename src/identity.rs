@@ -1,0 +1,292 @@
+//! Who owns a container: asks the configured sources in order, refuses when two of them name
+//! different users, and places the owner in their group's slice.
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::naming::{self, Placement};
+use crate::policy::Policy;
+use crate::settings::{IdentitySettings, Source, Unattributed};
+use crate::spec;
+
+/// Annotation (and label) naming the owner.
+pub const USER_KEY: &str = "ds01.user";
+/// Older labels naming the owner, still honoured.
+pub const LEGACY_USER_LABELS: &[&str] = &["DS01_USER", "aime.mlc.USER"];
+/// Group used when the policy names no default group (DS01's own fallback).
+pub const FALLBACK_GROUP: &str = "student";
+
+/// What the engine knows about a container beyond config.json (Docker's metadata).
+#[derive(Debug, Clone, Default)]
+pub struct EngineMeta {
+    /// Container name without the leading `/`.
+    pub name: Option<String>,
+    /// Container labels.
+    pub labels: serde_json::Map<String, Value>,
+    /// Image reference.
+    pub image: Option<String>,
+}
+
+/// Everything identity resolution may look at.
+pub struct Clues<'a> {
+    /// The bundle's config.json.
+    pub spec: &'a Value,
+    /// Engine metadata, when the engine keeps it on disk.
+    pub engine: Option<&'a EngineMeta>,
+}
+
+/// The resolved owner of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Login name, as named by the source (None when unattributed).
+    pub user: Option<String>,
+    /// Policy group (None when unattributed).
+    pub group: Option<String>,
+    /// The source that decided (None when unattributed).
+    pub source: Option<Source>,
+    /// Where the container goes.
+    pub placement: Placement,
+}
+
+impl Owner {
+    /// The source's name for annotations and audit, `none` when unattributed.
+    pub fn source_name(&self) -> &'static str {
+        self.source.map(Source::as_str).unwrap_or("none")
+    }
+}
+
+/// Finds the user name a single source claims, if any.
+pub fn claim(source: Source, clues: &Clues) -> Option<String> {
+    let nonempty = |s: &str| {
+        let t = s.trim();
+        (!t.is_empty()).then(|| t.to_owned())
+    };
+    match source {
+        Source::Annotation => spec::annotation(clues.spec, USER_KEY).and_then(nonempty),
+        Source::Label => {
+            let labels = &clues.engine?.labels;
+            std::iter::once(USER_KEY)
+                .chain(LEGACY_USER_LABELS.iter().copied())
+                .find_map(|k| labels.get(k).and_then(Value::as_str).and_then(nonempty))
+        }
+        Source::Name => {
+            let name = clues.engine?.name.as_deref()?;
+            let (_, user) = name.rsplit_once("._.")?;
+            nonempty(user)
+        }
+        Source::HomeMount => home_mount_user(clues.spec),
+    }
+}
+
+/// The user of the first bind mount whose source is `/home/<user>` or below it.
+fn home_mount_user(spec: &Value) -> Option<String> {
+    spec::get(spec, &["mounts"])?
+        .as_array()?
+        .iter()
+        .find_map(|m| {
+            let src = m.get("source")?.as_str()?;
+            let is_bind = m.get("type").and_then(Value::as_str) == Some("bind")
+                || m.get("options").and_then(Value::as_array).is_some_and(|o| {
+                    o.iter()
+                        .any(|x| matches!(x.as_str(), Some("bind" | "rbind")))
+                });
+            let rest = src.strip_prefix("/home/")?;
+            let user = rest.split('/').next()?;
+            (is_bind && !user.is_empty()).then(|| user.to_owned())
+        })
+}
+
+/// Resolves the owner. `to_login` maps what a source named (a login name or a numeric uid)
+/// to a login name.
+pub fn resolve(
+    settings: &IdentitySettings,
+    policy: &Policy,
+    clues: &Clues,
+    to_login: &dyn Fn(&str) -> Result<String>,
+) -> Result<Owner> {
+    let mut found: Option<(Source, String)> = None;
+    for &source in &settings.order {
+        let Some(raw) = claim(source, clues) else {
+            continue;
+        };
+        let user =
+            to_login(&raw).map_err(|e| e.context(format!("owner from {}", source.as_str())))?;
+        match &found {
+            None => found = Some((source, user)),
+            Some((first, u)) if *u != user => {
+                return Err(Error::refused(format!(
+                    "owner conflict: {} says {u}, {} says {user}; a container may not run on someone else's quota",
+                    first.as_str(),
+                    source.as_str()
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    let Some((source, user)) = found else {
+        return match settings.unattributed {
+            Unattributed::Place => Ok(Owner { user: None, group: None, source: None, placement: Placement::unattributed() }),
+            Unattributed::Refuse => Err(Error::refused(format!(
+                "container has no owner: set the {USER_KEY} annotation or label, or name it <name>._.<user>"
+            ))),
+        };
+    };
+    let group = policy.group_of(&user, FALLBACK_GROUP);
+    let placement = Placement::for_owner(&naming::sanitize(&group)?, &naming::sanitize(&user)?);
+    Ok(Owner {
+        user: Some(user),
+        group: Some(group),
+        source: Some(source),
+        placement,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn same(s: &str) -> Result<String> {
+        Ok(s.to_owned())
+    }
+
+    fn policy() -> Policy {
+        let mut p = Policy::parse(
+            "default_group: student\ngroups:\n  student: {}\n  researcher: {}\n",
+            std::path::Path::new("/p"),
+            None,
+            std::path::Path::new("/o"),
+        )
+        .unwrap();
+        p.members.insert("researcher".into(), vec!["rita".into()]);
+        p
+    }
+
+    #[test]
+    fn annotation_decides_and_group_comes_from_members() {
+        let spec = json!({"annotations": {"ds01.user": "rita"}});
+        let o = resolve(
+            &IdentitySettings::default(),
+            &policy(),
+            &Clues {
+                spec: &spec,
+                engine: None,
+            },
+            &same,
+        )
+        .unwrap();
+        assert_eq!(o.user.as_deref(), Some("rita"));
+        assert_eq!(o.group.as_deref(), Some("researcher"));
+        assert_eq!(o.placement.leaf(), "ds01-researcher-rita.slice");
+        assert_eq!(o.source_name(), "annotation");
+    }
+
+    #[test]
+    fn unattributed_refuses_or_places() {
+        let spec = json!({});
+        let mut s = IdentitySettings::default();
+        let e = resolve(
+            &s,
+            &policy(),
+            &Clues {
+                spec: &spec,
+                engine: None,
+            },
+            &same,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, crate::error::Kind::Refused);
+        assert!(e.to_string().contains("no owner"));
+        s.unattributed = Unattributed::Place;
+        let o = resolve(
+            &s,
+            &policy(),
+            &Clues {
+                spec: &spec,
+                engine: None,
+            },
+            &same,
+        )
+        .unwrap();
+        assert_eq!(o.placement.leaf(), "ds01-unattributed.slice");
+        assert_eq!(o.source_name(), "none");
+    }
+
+    #[test]
+    fn conflicting_sources_refuse() {
+        let spec = json!({"annotations": {"ds01.user": "alice"}});
+        let meta = EngineMeta {
+            name: Some("proj._.bob".into()),
+            ..Default::default()
+        };
+        let e = resolve(
+            &IdentitySettings::default(),
+            &policy(),
+            &Clues {
+                spec: &spec,
+                engine: Some(&meta),
+            },
+            &same,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("annotation says alice, name says bob"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sources_in_order() {
+        let mut labels = serde_json::Map::new();
+        labels.insert("aime.mlc.USER".into(), json!("carol"));
+        let meta = EngineMeta {
+            name: Some("x._.carol".into()),
+            labels,
+            image: None,
+        };
+        let spec = json!({"mounts": [{"destination": "/w", "type": "bind", "source": "/home/carol/proj"}]});
+        let o = resolve(
+            &IdentitySettings::default(),
+            &policy(),
+            &Clues {
+                spec: &spec,
+                engine: Some(&meta),
+            },
+            &same,
+        )
+        .unwrap();
+        assert_eq!(
+            (o.user.as_deref(), o.source_name()),
+            (Some("carol"), "label")
+        );
+        let spec = json!({"mounts": [{"destination": "/w", "source": "/home/dave", "options": ["rbind"]}]});
+        assert_eq!(
+            claim(
+                Source::HomeMount,
+                &Clues {
+                    spec: &spec,
+                    engine: None
+                }
+            )
+            .as_deref(),
+            Some("dave")
+        );
+    }
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        let spec = json!({"annotations": {"ds01.user": "@@@"}});
+        let e = resolve(
+            &IdentitySettings::default(),
+            &policy(),
+            &Clues {
+                spec: &spec,
+                engine: None,
+            },
+            &same,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("empty once made safe"), "{e}");
+    }
+}

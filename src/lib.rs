@@ -1,0 +1,23 @@
+//! ds01-runtime: an OCI runtime shim for shared GPU servers.
+//!
+//! The shape of a call: [`argv::scan`] reads runc's command line; every subcommand but
+//! `create`/`run` is exec'd to the low-level runtime at once ([`passthrough`]); `create` runs
+//! the pipeline in [`create`]: load the bundle ([`bundle`]), resolve the owner ([`identity`]),
+//! apply the [`modifiers`] (slice, labels), write config.json atomically, then exec runc.
+
+pub mod argv;
+pub mod bundle;
+pub mod clock;
+pub mod create;
+pub mod error;
+pub mod exec;
+pub mod identity;
+pub mod modifiers;
+pub mod naming;
+pub mod passthrough;
+pub mod policy;
+pub mod runtime_log;
+pub mod settings;
+pub mod spec;
+pub mod users;
+pub mod yaml;

@@ -1,0 +1,107 @@
+//! Labels: OCI annotations saying whose the container is (shown by `runc state`).
+
+use serde_json::Value;
+
+use super::{Context, Note, SpecModifier};
+use crate::error::Result;
+use crate::spec;
+
+/// Sets ds01.user, ds01.group, ds01.slice, ds01.managed and ds01.identity-source.
+pub struct Labels;
+
+impl SpecModifier for Labels {
+    fn name(&self) -> &'static str {
+        "labels"
+    }
+
+    fn apply(&self, spec: &mut Value, ctx: &Context) -> Result<Vec<Note>> {
+        let owner = ctx.owner;
+        let ann = spec::object_mut(spec, &["annotations"])?;
+        let mut set = |k: &str, v: &str| {
+            ann.insert(k.to_owned(), Value::String(v.to_owned()));
+        };
+        if let Some(u) = &owner.user {
+            set("ds01.user", u);
+        }
+        if let Some(g) = &owner.group {
+            set("ds01.group", g);
+        }
+        set("ds01.slice", owner.placement.leaf());
+        set("ds01.managed", "true");
+        set("ds01.identity-source", owner.source_name());
+        Ok(vec![Note {
+            path: "annotations".into(),
+            why: "ownership annotations (ds01.*)".into(),
+        }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Owner;
+    use crate::modifiers::fixtures;
+    use crate::naming::Placement;
+    use crate::settings::Source;
+
+    #[test]
+    fn adds_annotations_keeping_existing_ones_and_order() {
+        let owner = Owner {
+            user: Some("carol".into()),
+            group: Some("researcher".into()),
+            source: Some(Source::Annotation),
+            placement: Placement::for_owner("researcher", "carol"),
+        };
+        let ctx = Context {
+            container_id: "c",
+            owner: &owner,
+            systemd_cgroup: false,
+            scope_prefix: "docker",
+        };
+        let mut spec = fixtures::podman();
+        let before: Vec<String> = spec["annotations"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        Labels.apply(&mut spec, &ctx).unwrap();
+        let ann = spec["annotations"].as_object().unwrap();
+        let after: Vec<String> = ann.keys().cloned().collect();
+        assert_eq!(
+            &after[..before.len()],
+            &before[..],
+            "existing keys keep their order"
+        );
+        assert_eq!(ann["io.container.manager"], "libpod");
+        assert_eq!(ann["ds01.user"], "carol");
+        assert_eq!(ann["ds01.group"], "researcher");
+        assert_eq!(ann["ds01.slice"], "ds01-researcher-carol.slice");
+        assert_eq!(ann["ds01.managed"], "true");
+        assert_eq!(ann["ds01.identity-source"], "annotation");
+    }
+
+    #[test]
+    fn docker_spec_gets_an_annotations_object_at_the_end() {
+        let owner = Owner {
+            user: None,
+            group: None,
+            source: None,
+            placement: Placement::unattributed(),
+        };
+        let ctx = Context {
+            container_id: "c",
+            owner: &owner,
+            systemd_cgroup: false,
+            scope_prefix: "docker",
+        };
+        let mut spec = fixtures::docker();
+        assert!(spec.get("annotations").is_none());
+        Labels.apply(&mut spec, &ctx).unwrap();
+        let obj = spec.as_object().unwrap();
+        assert_eq!(obj.keys().next_back().map(String::as_str), Some("annotations"));
+        assert_eq!(spec["annotations"]["ds01.slice"], "ds01-unattributed.slice");
+        assert_eq!(spec["annotations"]["ds01.identity-source"], "none");
+        assert!(spec["annotations"].get("ds01.user").is_none());
+    }
+}

@@ -1,0 +1,77 @@
+//! Spec modifiers: each is one pure change to config.json (spec plus context in, spec out),
+//! composed into the create pipeline in a fixed order.
+
+mod labels;
+mod slice;
+
+pub use labels::Labels;
+pub use slice::SlicePlacement;
+
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::identity::Owner;
+
+/// What a modifier may know about the container being created.
+pub struct Context<'a> {
+    /// The container id from runc's argv.
+    pub container_id: &'a str,
+    /// The resolved owner and placement.
+    pub owner: &'a Owner,
+    /// runc was called with `--systemd-cgroup`.
+    pub systemd_cgroup: bool,
+    /// `docker` in `docker-<id>.scope`.
+    pub scope_prefix: &'a str,
+}
+
+/// One change a modifier made, and why: shown by `ds01ctl explain` and kept in the audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// The JSON path changed, e.g. `linux.cgroupsPath`.
+    pub path: String,
+    /// Why.
+    pub why: String,
+}
+
+/// A single change to the spec.
+pub trait SpecModifier {
+    /// Short name, for messages.
+    fn name(&self) -> &'static str;
+    /// Applies the change to `spec`, or refuses the container.
+    fn apply(&self, spec: &mut Value, ctx: &Context) -> Result<Vec<Note>>;
+}
+
+/// The create pipeline's modifiers, in order.
+pub fn pipeline() -> Vec<Box<dyn SpecModifier>> {
+    vec![Box::new(SlicePlacement), Box::new(Labels)]
+}
+
+/// Runs every modifier over `spec`; stops at the first refusal or failure.
+pub fn apply_all(
+    mods: &[Box<dyn SpecModifier>],
+    spec: &mut Value,
+    ctx: &Context,
+) -> Result<Vec<Note>> {
+    let mut notes = Vec::new();
+    for m in mods {
+        notes.extend(m.apply(spec, ctx)?);
+    }
+    Ok(notes)
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use serde_json::Value;
+
+    /// The reference config.json files captured from real engines.
+    pub fn docker() -> Value {
+        serde_json::from_str(include_str!(
+            "../../tests/fixtures/docker-20.10-config.json"
+        ))
+        .unwrap()
+    }
+
+    pub fn podman() -> Value {
+        serde_json::from_str(include_str!("../../tests/fixtures/podman-4.3-config.json")).unwrap()
+    }
+}

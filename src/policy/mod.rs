@@ -1,0 +1,377 @@
+//! The DS01 policy: `resource-limits.yaml`, its `groups/<group>.members` files and
+//! `user-overrides.yaml`, all in one directory, so that a DS01 host's files work unchanged.
+//!
+//! Resolution: defaults → the user's group → the user's override, field by field, each value
+//! remembering where it came from. A key present with `null` means unlimited; an absent key
+//! inherits. Keys this project does not use are accepted and ignored.
+
+mod values;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::naming;
+pub use values::{Duration, Nullable, Percent, Size};
+
+/// Per-container and per-user limits as written in `defaults`, a group or an override.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Limits {
+    /// Max GPUs/MIG-equivalents held by the user across containers.
+    #[serde(alias = "max_gpu_slots", alias = "max_gpus_per_user")]
+    pub max_mig_instances: Nullable<u32>,
+    /// Max MIG-equivalents per container.
+    #[serde(alias = "max_gpus_per_container")]
+    pub max_mig_per_container: Nullable<u32>,
+    /// Whether a full (non-MIG) GPU may be requested.
+    pub allow_full_gpu: Nullable<bool>,
+    /// CPU cores per container.
+    pub max_cpus: Nullable<f64>,
+    /// RAM per container.
+    pub memory: Nullable<Size>,
+    /// RAM + swap per container.
+    pub memory_swap: Nullable<Size>,
+    /// Size of /dev/shm.
+    pub shm_size: Nullable<Size>,
+    /// Max processes per container.
+    pub pids_limit: Nullable<i64>,
+    /// Max simultaneous containers per user.
+    pub max_containers_per_user: Nullable<u32>,
+    /// How long GPUs stay held after a stop.
+    #[serde(alias = "gpu_hold_after_stop_h")]
+    pub gpu_hold_after_stop: Nullable<Duration>,
+    /// Per-user aggregate (slice) limits.
+    pub aggregate: Option<Aggregate>,
+}
+
+/// Per-user aggregate limits, enforced on `ds01-<group>-<user>.slice`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Aggregate {
+    /// CPU quota in systemd's percent form, 100% = 1 CPU.
+    pub cpu_quota: Nullable<Percent>,
+    /// Hard memory limit of the slice.
+    pub memory_max: Nullable<Size>,
+    /// Soft memory limit (throttling) of the slice.
+    pub memory_high: Nullable<Size>,
+    /// Max tasks in the slice.
+    pub tasks_max: Nullable<u64>,
+    /// Max GPU/MIG slots across the user's containers.
+    pub gpu_limit: Nullable<u32>,
+}
+
+/// A group: its limits plus an optional inline member list.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Group {
+    /// Inline members (unioned with `groups/<name>.members`).
+    pub members: Option<Vec<String>>,
+    /// The group's limits.
+    #[serde(flatten)]
+    pub limits: Limits,
+}
+
+/// `gpu_allocation` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct GpuAllocation {
+    /// A full GPU counts as this many MIG-equivalents.
+    pub mig_instances_per_gpu: u32,
+}
+
+impl Default for GpuAllocation {
+    fn default() -> Self {
+        GpuAllocation {
+            mig_instances_per_gpu: 1,
+        }
+    }
+}
+
+/// `access_control` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AccessControl {
+    /// Users with admin rights.
+    pub admin_users: Vec<String>,
+    /// Unix group whose members have admin rights.
+    pub admin_group: Option<String>,
+}
+
+/// The parsed resource-limits.yaml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct PolicyFile {
+    /// Fallback values for everyone.
+    pub defaults: Limits,
+    /// Group of users listed in no group.
+    pub default_group: Option<String>,
+    /// Groups in file order.
+    pub groups: indexmap::IndexMap<String, Option<Group>>,
+    /// Inline per-user overrides.
+    pub user_overrides: Option<BTreeMap<String, Option<Limits>>>,
+    /// GPU accounting.
+    pub gpu_allocation: GpuAllocation,
+    /// Admins.
+    pub access_control: AccessControl,
+}
+
+/// Where a resolved value came from, for messages like "…, group student".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// `defaults`.
+    Defaults,
+    /// `groups.<name>`.
+    Group(String),
+    /// `user_overrides.<user>` or user-overrides.yaml.
+    Override(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Defaults => write!(f, "defaults"),
+            Origin::Group(g) => write!(f, "group {g}"),
+            Origin::Override(u) => write!(f, "user override {u}"),
+        }
+    }
+}
+
+/// A resolved value with its origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved<T> {
+    /// The value (Unset when no layer sets it).
+    pub value: Nullable<T>,
+    /// The layer that set it.
+    pub origin: Origin,
+}
+
+/// The whole policy: the file, its member lists and its overrides.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// resource-limits.yaml.
+    pub file: PolicyFile,
+    /// Members of each group, file members ∪ inline members.
+    pub members: BTreeMap<String, Vec<String>>,
+    /// Overrides: inline, then user-overrides.yaml replacing whole entries.
+    pub overrides: BTreeMap<String, Limits>,
+    /// Where the file was read from.
+    pub path: PathBuf,
+}
+
+impl Policy {
+    /// Loads `path` plus `groups/*.members` and `user-overrides.yaml` beside it.
+    pub fn load(path: &Path) -> Result<Policy> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::failed(format!("cannot read policy file {}: {e}", path.display()))
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        let overrides_path = dir.join("user-overrides.yaml");
+        let overrides_text = match std::fs::read_to_string(&overrides_path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(Error::failed(format!(
+                    "cannot read {}: {e}",
+                    overrides_path.display()
+                )));
+            }
+        };
+        let mut policy = Policy::parse(&text, path, overrides_text.as_deref(), &overrides_path)?;
+        let groups: Vec<String> = policy.file.groups.keys().cloned().collect();
+        for g in groups {
+            let file = dir.join("groups").join(format!("{g}.members"));
+            match std::fs::read_to_string(&file) {
+                Ok(t) => policy.add_members(&g, parse_members(&t)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::failed(format!(
+                        "cannot read {}: {e}",
+                        file.display()
+                    )))
+                }
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Parses the policy text and the optional user-overrides text.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        overrides: Option<&str>,
+        overrides_path: &Path,
+    ) -> Result<Policy> {
+        let file: PolicyFile = if text.trim().is_empty() {
+            PolicyFile::default()
+        } else {
+            crate::yaml::from_str(text, "policy file", path)?
+        };
+        let mut policy = Policy {
+            path: path.to_path_buf(),
+            ..Policy::default()
+        };
+        for (name, g) in &file.groups {
+            naming::sanitize(name)
+                .map_err(|e| e.context(format!("policy file {}", path.display())))?;
+            let inline = g
+                .as_ref()
+                .and_then(|g| g.members.clone())
+                .unwrap_or_default();
+            policy.members.insert(name.clone(), inline);
+        }
+        for (user, l) in file.user_overrides.iter().flatten() {
+            policy
+                .overrides
+                .insert(user.clone(), l.clone().unwrap_or_default());
+        }
+        if let Some(t) = overrides.filter(|t| !t.trim().is_empty()) {
+            let extra: BTreeMap<String, Option<Limits>> =
+                crate::yaml::from_str(t, "user overrides file", overrides_path)?;
+            for (user, l) in extra {
+                policy.overrides.insert(user, l.unwrap_or_default());
+            }
+        }
+        if file.gpu_allocation.mig_instances_per_gpu == 0 {
+            return Err(Error::failed(format!(
+                "policy file {}: gpu_allocation.mig_instances_per_gpu must be at least 1",
+                path.display()
+            )));
+        }
+        policy.file = file;
+        Ok(policy)
+    }
+
+    fn add_members(&mut self, group: &str, more: Vec<String>) {
+        let list = self.members.entry(group.to_owned()).or_default();
+        for m in more {
+            if !list.contains(&m) {
+                list.push(m);
+            }
+        }
+    }
+
+    /// The user's group: the first group (in file order) listing them, by name or by sanitized
+    /// name, else `default_group`, else `fallback`.
+    pub fn group_of(&self, user: &str, fallback: &str) -> String {
+        let safe = naming::sanitize(user).ok();
+        for g in self.file.groups.keys() {
+            if let Some(list) = self.members.get(g) {
+                if list
+                    .iter()
+                    .any(|m| m == user || Some(m.as_str()) == safe.as_deref())
+                {
+                    return g.clone();
+                }
+            }
+        }
+        self.file
+            .default_group
+            .clone()
+            .unwrap_or_else(|| fallback.to_owned())
+    }
+
+    /// The user's override entry, by name or sanitized name.
+    pub fn override_of(&self, user: &str) -> Option<(&String, &Limits)> {
+        if let Some(e) = self.overrides.get_key_value(user) {
+            return Some(e);
+        }
+        let safe = naming::sanitize(user).ok()?;
+        self.overrides.get_key_value(&safe)
+    }
+
+    /// True when the user is named in `access_control.admin_users`, or is a member of the Unix
+    /// group `access_control.admin_group`.
+    pub fn is_admin(&self, user: &str) -> bool {
+        let ac = &self.file.access_control;
+        if ac.admin_users.iter().any(|u| u == user) {
+            return true;
+        }
+        let Some(group) = &ac.admin_group else {
+            return false;
+        };
+        match nix::unistd::Group::from_name(group) {
+            Ok(Some(g)) => {
+                g.mem.iter().any(|m| m == user)
+                    || nix::unistd::User::from_name(user)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|u| u.gid == g.gid)
+            }
+            _ => false,
+        }
+    }
+
+    /// The layers that apply to a user in order: defaults, group, override.
+    pub fn layers(&self, user: &str, group: &str) -> Vec<(Origin, &Limits)> {
+        let mut v = vec![(Origin::Defaults, &self.file.defaults)];
+        if let Some(Some(g)) = self.file.groups.get(group) {
+            v.push((Origin::Group(group.to_owned()), &g.limits));
+        }
+        if let Some((name, l)) = self.override_of(user) {
+            v.push((Origin::Override(name.clone()), l));
+        }
+        v
+    }
+
+    /// Resolves one field over the layers: the last layer that sets it wins.
+    pub fn resolve<T: Clone>(
+        &self,
+        user: &str,
+        group: &str,
+        field: impl Fn(&Limits) -> &Nullable<T>,
+    ) -> Resolved<T> {
+        let mut out = Resolved {
+            value: Nullable::Unset,
+            origin: Origin::Defaults,
+        };
+        for (origin, l) in self.layers(user, group) {
+            let v = field(l);
+            if !v.is_unset() {
+                out = Resolved {
+                    value: v.clone(),
+                    origin,
+                };
+            }
+        }
+        out
+    }
+
+    /// The aggregate section that applies: the override's, else the group's, else none.
+    pub fn aggregate(&self, user: &str, group: &str) -> Option<(Origin, &Aggregate)> {
+        self.layers(user, group)
+            .into_iter()
+            .filter(|(o, _)| *o != Origin::Defaults)
+            .filter_map(|(o, l)| l.aggregate.as_ref().map(|a| (o, a)))
+            .next_back()
+    }
+
+    /// Every user named in a members file, an inline list or an override, with their group.
+    pub fn known_users(&self, fallback: &str) -> Vec<(String, String)> {
+        let mut seen = std::collections::BTreeSet::new();
+        for list in self.members.values() {
+            seen.extend(list.iter().cloned());
+        }
+        seen.extend(self.overrides.keys().cloned());
+        seen.into_iter()
+            .map(|u| {
+                let g = self.group_of(&u, fallback);
+                (u, g)
+            })
+            .collect()
+    }
+}
+
+/// One member a line; `#` starts a comment; blank lines are skipped.
+pub fn parse_members(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

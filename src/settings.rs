@@ -1,0 +1,309 @@
+//! The runtime's own settings file (`/etc/ds01/runtime.yaml` by default).
+//!
+//! Located by `--ds01-config=PATH` (from daemon.json `runtimeArgs`), else the environment
+//! variable `DS01_RUNTIME_CONFIG`, else the default path. Relative paths inside it are taken
+//! relative to the file's own directory. Unknown keys are errors: a typo must not silently
+//! weaken the policy.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::argv::Invocation;
+use crate::error::{Error, Result};
+
+/// Default location of the settings file.
+pub const DEFAULT_PATH: &str = "/etc/ds01/runtime.yaml";
+/// Environment variable naming the settings file.
+pub const ENV_VAR: &str = "DS01_RUNTIME_CONFIG";
+/// The key the pass-through path reads without parsing the whole file.
+const RUNTIME_KEY: &str = "low_level_runtime";
+
+/// Where the settings come from, and whether someone named that file explicitly.
+#[derive(Debug, Clone)]
+pub struct Located {
+    /// The settings file.
+    pub path: PathBuf,
+    /// Named by flag or environment (then it must exist).
+    pub explicit: bool,
+}
+
+/// Finds the settings file for this invocation.
+pub fn locate(inv: &Invocation) -> Located {
+    if let Some((p, _)) = &inv.ds01_config {
+        return Located {
+            path: PathBuf::from(p),
+            explicit: true,
+        };
+    }
+    match std::env::var_os(ENV_VAR) {
+        Some(p) if !p.is_empty() => Located {
+            path: PathBuf::from(p),
+            explicit: true,
+        },
+        _ => Located {
+            path: PathBuf::from(DEFAULT_PATH),
+            explicit: false,
+        },
+    }
+}
+
+/// Identity sources, in the order they are asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// OCI annotation `ds01.user` (Podman, Docker 24+, Kubernetes).
+    Annotation,
+    /// Docker label `ds01.user` (or the older `DS01_USER`, `aime.mlc.USER`).
+    Label,
+    /// DS01's container name convention `<name>._.<user>`.
+    Name,
+    /// The owner of a bind-mounted `/home/<user>` path.
+    HomeMount,
+}
+
+impl Source {
+    /// The name recorded in the `ds01.identity-source` annotation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Annotation => "annotation",
+            Source::Label => "label",
+            Source::Name => "name",
+            Source::HomeMount => "home_mount",
+        }
+    }
+}
+
+/// What to do with a container nobody can be named owner of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unattributed {
+    /// Refuse to create it.
+    Refuse,
+    /// Place it in ds01-unattributed.slice.
+    Place,
+}
+
+/// How owners are found.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySettings {
+    /// Sources asked, first match wins (and a conflicting later one refuses).
+    pub order: Vec<Source>,
+    /// Policy for containers without an owner.
+    pub unattributed: Unattributed,
+    /// Sources trusted to grant admin rights (privileged containers); none by default.
+    pub trusted_for_admin: Vec<Source>,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        IdentitySettings {
+            order: vec![
+                Source::Annotation,
+                Source::Label,
+                Source::Name,
+                Source::HomeMount,
+            ],
+            unattributed: Unattributed::Refuse,
+            trusted_for_admin: Vec::new(),
+        }
+    }
+}
+
+/// The runtime's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The runtime every call is handed to: a name looked up on PATH, or an absolute path.
+    pub low_level_runtime: String,
+    /// The DS01 policy (resource-limits.yaml schema).
+    pub policy: PathBuf,
+    /// Where allocation and container state live.
+    pub state_dir: PathBuf,
+    /// The audit log (JSON lines).
+    pub audit_log: PathBuf,
+    /// Docker's data root, where container metadata is read from.
+    pub docker_root: PathBuf,
+    /// The scope prefix in cgroup paths (`docker-<id>.scope`, `slice:docker:<id>`).
+    pub scope_prefix: String,
+    /// Owner resolution.
+    pub identity: IdentitySettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            low_level_runtime: "runc".into(),
+            policy: "/etc/ds01/resource-limits.yaml".into(),
+            state_dir: "/var/lib/ds01-runtime".into(),
+            audit_log: "/var/log/ds01/runtime-events.jsonl".into(),
+            docker_root: "/var/lib/docker".into(),
+            scope_prefix: "docker".into(),
+            identity: IdentitySettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads the settings; a missing default file gives the defaults, a missing named file or a
+    /// bad one is an error naming the file, line and key.
+    pub fn load(loc: &Located) -> Result<Settings> {
+        let text = match std::fs::read_to_string(&loc.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !loc.explicit => {
+                return Ok(Settings::default());
+            }
+            Err(e) => {
+                return Err(Error::failed(format!(
+                    "cannot read settings file {}: {e}",
+                    loc.path.display()
+                )));
+            }
+        };
+        Settings::parse(&text, &loc.path)
+    }
+
+    /// Parses settings text; `path` names the file in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Settings> {
+        let bad = |e: &dyn std::fmt::Display| {
+            Error::failed(format!("settings file {}: {e}", path.display()))
+        };
+        let mut s: Settings = if text.trim().is_empty() {
+            Settings::default()
+        } else {
+            crate::yaml::from_str(text, "settings file", path)?
+        };
+        if fast_runtime(text).as_deref().unwrap_or("runc") != s.low_level_runtime {
+            return Err(bad(&"low_level_runtime must be written on one line at the top level, as `low_level_runtime: PATH`"));
+        }
+        if s.low_level_runtime.is_empty() {
+            return Err(bad(&"low_level_runtime is empty"));
+        }
+        let base = path.parent().unwrap_or(Path::new("/"));
+        for p in [
+            &mut s.policy,
+            &mut s.state_dir,
+            &mut s.audit_log,
+            &mut s.docker_root,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// The low-level runtime for the pass-through path: read from the settings file's one
+/// `low_level_runtime:` line without parsing the rest (create checks that both readings agree).
+/// A missing or unreadable file gives `runc`.
+pub fn low_level_runtime_fast(path: &Path) -> std::ffi::OsString {
+    match std::fs::read(path) {
+        Ok(bytes) => match std::str::from_utf8(&bytes).ok().and_then(fast_runtime) {
+            Some(v) => v.into(),
+            None => "runc".into(),
+        },
+        Err(_) => "runc".into(),
+    }
+}
+
+fn fast_runtime(text: &str) -> Option<String> {
+    let line = text.lines().rev().find(|l| {
+        l.strip_prefix(RUNTIME_KEY)
+            .is_some_and(|r| r.trim_start().starts_with(':'))
+    })?;
+    let v = line[RUNTIME_KEY.len()..].trim_start().strip_prefix(':')?;
+    let v = match v.find(" #") {
+        Some(i) => &v[..i],
+        None => v,
+    };
+    let v = v.trim();
+    let v = v
+        .strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .or_else(|| v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')))
+        .unwrap_or(v);
+    (!v.is_empty() && !v.starts_with('#')).then(|| v.to_owned())
+}
+
+/// The settings file as shown to admins in messages.
+pub fn shown(p: &Path) -> &OsStr {
+    p.as_os_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Settings> {
+        Settings::parse(t, Path::new("/etc/ds01/runtime.yaml"))
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let s = parse("").unwrap();
+        assert_eq!(s.low_level_runtime, "runc");
+        assert_eq!(s.identity.unattributed, Unattributed::Refuse);
+        let s = parse("policy: limits.yaml\nstate_dir: /run/x\n").unwrap();
+        assert_eq!(s.policy, PathBuf::from("/etc/ds01/limits.yaml"));
+        assert_eq!(s.state_dir, PathBuf::from("/run/x"));
+    }
+
+    #[test]
+    fn fast_and_full_readings_agree() {
+        for (t, want) in [
+            ("low_level_runtime: /usr/sbin/runc\n", "/usr/sbin/runc"),
+            (
+                "# c\nlow_level_runtime: \"/opt/runc\"  # the real one\n",
+                "/opt/runc",
+            ),
+            (
+                "low_level_runtime : 'nvidia-container-runtime'\n",
+                "nvidia-container-runtime",
+            ),
+        ] {
+            assert_eq!(fast_runtime(t).as_deref(), Some(want));
+            assert_eq!(parse(t).unwrap().low_level_runtime, want);
+        }
+        assert_eq!(fast_runtime("# low_level_runtime: x\n"), None);
+        let e = parse("low_level_runtime:\n  /usr/sbin/runc\n").unwrap_err();
+        assert!(e.to_string().contains("on one line"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = parse("identity:\n  unattributed: maybe\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/etc/ds01/runtime.yaml"), "{e}");
+        assert!(e.contains("identity.unattributed"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+        let e = parse("state_dri: /x\n").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown field `state_dri`") && e.contains("line 1"),
+            "{e}"
+        );
+        let e = parse("policy: [1\n").unwrap_err().to_string();
+        assert!(
+            e.contains("/etc/ds01/runtime.yaml") && e.contains("line"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_default_file_gives_defaults_but_missing_named_file_is_an_error() {
+        let loc = Located {
+            path: "/nonexistent/ds01.yaml".into(),
+            explicit: false,
+        };
+        assert!(Settings::load(&loc).is_ok());
+        let loc = Located {
+            path: "/nonexistent/ds01.yaml".into(),
+            explicit: true,
+        };
+        let e = Settings::load(&loc).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/ds01.yaml"), "{e}");
+    }
+}
