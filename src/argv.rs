@@ -17,14 +17,8 @@ pub const CONFIG_FLAG: &str = "ds01-config";
 const GLOBAL_VALUE_FLAGS: &[&str] = &["root", "log", "log-format", "criu", "rootless", CONFIG_FLAG];
 
 /// Value-taking flags of `create` and `run` (runc 1.0 to 1.2).
-const CREATE_VALUE_FLAGS: &[&str] = &[
-    "bundle",
-    "b",
-    "console-socket",
-    "pid-file",
-    "preserve-fds",
-    "pidfd-socket",
-];
+const CREATE_VALUE_FLAGS: &[&str] =
+    &["bundle", "b", "console-socket", "pid-file", "preserve-fds", "pidfd-socket"];
 
 /// Value-taking flags of the other subcommands whose first positional argument we may read.
 const OTHER_VALUE_FLAGS: &[&str] = &[
@@ -108,10 +102,7 @@ impl Invocation {
 
     /// True for the subcommands whose config.json we patch.
     pub fn is_create(&self, args: &[OsString]) -> bool {
-        matches!(
-            self.command(args).map(OsStr::as_bytes),
-            Some(b"create" | b"run")
-        )
+        matches!(self.command(args).map(OsStr::as_bytes), Some(b"create" | b"run"))
     }
 
     /// argv for runc: the original, less our own flag.
@@ -139,14 +130,8 @@ fn parse_flag(arg: &OsStr) -> Option<Flag<'_>> {
         return None;
     }
     match body.iter().position(|&c| c == b'=') {
-        Some(eq) => Some(Flag {
-            name: &body[..eq],
-            inline_value: Some(&body[eq + 1..]),
-        }),
-        None => Some(Flag {
-            name: body,
-            inline_value: None,
-        }),
+        Some(eq) => Some(Flag { name: &body[..eq], inline_value: Some(&body[eq + 1..]) }),
+        None => Some(Flag { name: body, inline_value: None }),
     }
 }
 
@@ -201,11 +186,7 @@ pub fn scan(args: &[OsString]) -> Invocation {
     }
     inv.command_index = Some(i);
     let is_create = matches!(args[i].as_bytes(), b"create" | b"run");
-    let table = if is_create {
-        CREATE_VALUE_FLAGS
-    } else {
-        OTHER_VALUE_FLAGS
-    };
+    let table = if is_create { CREATE_VALUE_FLAGS } else { OTHER_VALUE_FLAGS };
     i += 1;
     // Subcommand flags may come before or after the id (urfave/cli v1 reorders them).
     while i < args.len() {
@@ -261,10 +242,7 @@ mod tests {
             let a = argv(line);
             let inv = scan(&a);
             let c = cmd(&inv, &a).expect("every captured line has a subcommand");
-            assert!(
-                ["create", "start", "delete"].contains(&c.as_str()),
-                "{line}"
-            );
+            assert!(["create", "start", "delete"].contains(&c.as_str()), "{line}");
             let id = inv.container_id.clone().expect("id");
             assert_eq!(id.len(), 64, "{line}");
             if c == "create" {
@@ -275,10 +253,7 @@ mod tests {
             if line.starts_with("--root") {
                 assert_eq!(inv.log_format.as_deref(), Some(OsStr::new("json")));
                 assert!(inv.log.is_some());
-                assert_eq!(
-                    inv.root.as_deref(),
-                    Some(OsStr::new("/var/run/docker/runtime-runc/moby"))
-                );
+                assert_eq!(inv.root.as_deref(), Some(OsStr::new("/var/run/docker/runtime-runc/moby")));
             }
         }
         assert_eq!(creates, 6);
@@ -333,9 +308,7 @@ mod tests {
             "spec",
             "frobnicate",
         ] {
-            let a = argv(&format!(
-                "--root /r --log /l --log-format json {c} --format json id9"
-            ));
+            let a = argv(&format!("--root /r --log /l --log-format json {c} --format json id9"));
             let inv = scan(&a);
             assert_eq!(cmd(&inv, &a).as_deref(), Some(c));
             assert!(!inv.is_create(&a));
@@ -380,15 +353,9 @@ mod tests {
         ] {
             let a = argv(line);
             let inv = scan(&a);
-            assert_eq!(
-                inv.ds01_config.as_ref().map(|(p, _)| p.as_os_str()),
-                Some(OsStr::new("/etc/x.yaml"))
-            );
-            let out: Vec<String> = inv
-                .runc_args(&a)
-                .iter()
-                .map(|s| s.to_string_lossy().into_owned())
-                .collect();
+            assert_eq!(inv.ds01_config.as_ref().map(|(p, _)| p.as_os_str()), Some(OsStr::new("/etc/x.yaml")));
+            let out: Vec<String> =
+                inv.runc_args(&a).iter().map(|s| s.to_string_lossy().into_owned()).collect();
             assert_eq!(out.join(" "), "--root /r create --bundle /b id", "{line}");
         }
     }

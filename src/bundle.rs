@@ -29,15 +29,12 @@ impl Bundle {
     pub fn load(dir: &Path) -> Result<Bundle> {
         let config_path = dir.join("config.json");
         let shown = config_path.display();
-        let meta =
-            fs::metadata(&config_path).context(format!("cannot read bundle config {shown}"))?;
+        let meta = fs::metadata(&config_path).context(format!("cannot read bundle config {shown}"))?;
         let bytes = fs::read(&config_path).context(format!("cannot read bundle config {shown}"))?;
         let spec: Value = serde_json::from_slice(&bytes)
             .map_err(|e| Error::failed(format!("malformed bundle config {shown}: {e}")))?;
         if !spec.is_object() {
-            return Err(Error::failed(format!(
-                "malformed bundle config {shown}: not a JSON object"
-            )));
+            return Err(Error::failed(format!("malformed bundle config {shown}: not a JSON object")));
         }
         Ok(Bundle {
             dir: dir.to_path_buf(),
@@ -53,22 +50,14 @@ impl Bundle {
     /// a mix, and a failure at any step leaves the old file in place.
     pub fn write(&self, spec: &Value) -> Result<()> {
         let bytes = serde_json::to_vec(spec).context("cannot serialize config.json")?;
-        write_atomic(
-            &self.config_path,
-            &bytes,
-            self.mode,
-            Some((self.uid, self.gid)),
-        )
+        write_atomic(&self.config_path, &bytes, self.mode, Some((self.uid, self.gid)))
     }
 }
 
 /// Writes `bytes` to `path` via a temp file in the same directory, fsync and rename.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.ds01-{}.tmp", std::process::id()));
     let result = (|| -> Result<()> {
         let mut f: File = OpenOptions::new()
@@ -77,8 +66,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u3
             .mode(mode)
             .open(&tmp)
             .context(format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)
-            .context(format!("cannot write {}", tmp.display()))?;
+        f.write_all(bytes).context(format!("cannot write {}", tmp.display()))?;
         // The umask may have narrowed the mode given to open().
         f.set_permissions(fs::Permissions::from_mode(mode))
             .context(format!("cannot chmod {}", tmp.display()))?;
@@ -89,8 +77,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u3
                     .context(format!("cannot chown {}", tmp.display()))?;
             }
         }
-        f.sync_all()
-            .context(format!("cannot fsync {}", tmp.display()))?;
+        f.sync_all().context(format!("cannot fsync {}", tmp.display()))?;
         fs::rename(&tmp, path).context(format!("cannot replace {}", path.display()))?;
         Ok(())
     })();

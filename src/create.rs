@@ -2,7 +2,7 @@
 //! caller then execs the low-level runtime.
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
 
@@ -15,11 +15,9 @@ use crate::policy::Policy;
 use crate::settings::Settings;
 use crate::users;
 
-/// The outcome of running the pipeline over a bundle, before anything is written.
+/// The outcome of running the pipeline over a spec, before anything is written.
 #[derive(Debug)]
 pub struct Plan {
-    /// The bundle as loaded.
-    pub bundle: Bundle,
     /// The patched document.
     pub spec: Value,
     /// Whose container it is.
@@ -28,43 +26,26 @@ pub struct Plan {
     pub notes: Vec<Note>,
 }
 
-/// Runs identity resolution and every modifier over the bundle; writes nothing.
+/// Runs identity resolution and every modifier over a copy of `original`; writes nothing.
 pub fn plan(
     settings: &Settings,
     policy: &Policy,
-    bundle: Bundle,
+    original: &Value,
     container_id: &str,
     systemd_cgroup: bool,
     engine: Option<&EngineMeta>,
 ) -> Result<Plan> {
-    let clues = Clues {
-        spec: &bundle.spec,
-        engine,
-    };
+    let clues = Clues { spec: original, engine };
     let owner = identity::resolve(&settings.identity, policy, &clues, &users::to_login)?;
-    let ctx = Context {
-        container_id,
-        owner: &owner,
-        systemd_cgroup,
-        scope_prefix: &settings.scope_prefix,
-    };
-    let mut spec = bundle.spec.clone();
+    let ctx = Context { container_id, owner: &owner, systemd_cgroup, scope_prefix: &settings.scope_prefix };
+    let mut spec = original.clone();
     let notes = modifiers::apply_all(&modifiers::pipeline(), &mut spec, &ctx)?;
-    Ok(Plan {
-        bundle,
-        spec,
-        owner,
-        notes,
-    })
+    Ok(Plan { spec, owner, notes })
 }
 
 /// The bundle directory of a create: `--bundle`, else the current directory.
 pub fn bundle_dir(inv: &Invocation) -> PathBuf {
-    inv.bundle
-        .as_deref()
-        .filter(|b| !b.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
+    inv.bundle.as_deref().filter(|b| !b.is_empty()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Everything `create` does before exec: returns the low-level runtime to exec.
@@ -80,14 +61,9 @@ pub fn prepare(inv: &Invocation, settings: &Settings) -> Result<PathBuf> {
         .ok_or_else(|| Error::failed("container id is not valid UTF-8"))?;
     let bundle = Bundle::load(&bundle_dir(inv))?;
     let policy = Policy::load(&settings.policy)?;
-    let plan = plan(settings, &policy, bundle, id, inv.systemd_cgroup, None)?;
-    if plan.spec != plan.bundle.spec {
-        plan.bundle.write(&plan.spec)?;
+    let plan = plan(settings, &policy, &bundle.spec, id, inv.systemd_cgroup, None)?;
+    if plan.spec != bundle.spec {
+        bundle.write(&plan.spec)?;
     }
     Ok(runtime)
-}
-
-/// Checks that a bundle directory looks usable, for messages that name it.
-pub fn describe_bundle(dir: &Path) -> String {
-    dir.display().to_string()
 }

@@ -22,26 +22,17 @@ pub struct Error {
 impl Error {
     /// A policy refusal.
     pub fn refused(msg: impl Into<String>) -> Self {
-        Error {
-            kind: Kind::Refused,
-            msg: msg.into(),
-        }
+        Error { kind: Kind::Refused, msg: msg.into() }
     }
 
     /// A failure of input or host.
     pub fn failed(msg: impl Into<String>) -> Self {
-        Error {
-            kind: Kind::Failed,
-            msg: msg.into(),
-        }
+        Error { kind: Kind::Failed, msg: msg.into() }
     }
 
     /// Prefixes the message with where it happened.
     pub fn context(self, ctx: impl fmt::Display) -> Self {
-        Error {
-            kind: self.kind,
-            msg: format!("{ctx}: {}", self.msg),
-        }
+        Error { kind: self.kind, msg: format!("{ctx}: {}", self.msg) }
     }
 
     /// The message alone.

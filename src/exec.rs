@@ -20,12 +20,7 @@ impl Exec for Execv {
     fn exec(&self, path: &Path, argv: &[&OsStr]) -> Error {
         let cpath = match CString::new(path.as_os_str().as_bytes()) {
             Ok(c) => c,
-            Err(_) => {
-                return Error::failed(format!(
-                    "runtime path {} contains a NUL byte",
-                    path.display()
-                ))
-            }
+            Err(_) => return Error::failed(format!("runtime path {} contains a NUL byte", path.display())),
         };
         let mut cargs: Vec<CString> = Vec::with_capacity(argv.len());
         for a in argv {
@@ -40,10 +35,7 @@ impl Exec for Execv {
         // outlive the call; execv only returns on failure.
         unsafe { libc::execv(cpath.as_ptr(), ptrs.as_ptr()) };
         let err = std::io::Error::last_os_error();
-        Error::failed(format!(
-            "cannot exec low-level runtime {}: {err}",
-            path.display()
-        ))
+        Error::failed(format!("cannot exec low-level runtime {}: {err}", path.display()))
     }
 }
 
@@ -79,14 +71,9 @@ pub fn resolve_runtime(configured: &OsStr, path_env: Option<&OsStr>) -> Result<P
         }
         return Ok(name.to_path_buf());
     }
-    let path_env = path_env.unwrap_or(OsStr::new(
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    ));
-    for dir in path_env
-        .as_bytes()
-        .split(|&b| b == b':')
-        .filter(|d| !d.is_empty())
-    {
+    let path_env =
+        path_env.unwrap_or(OsStr::new("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
+    for dir in path_env.as_bytes().split(|&b| b == b':').filter(|d| !d.is_empty()) {
         let cand = Path::new(OsStr::from_bytes(dir)).join(name);
         if is_executable_file(&cand) && (me.is_none() || file_id(&cand) != me) {
             return Ok(cand);
@@ -106,8 +93,7 @@ mod tests {
     fn finds_sh_on_path_and_rejects_missing() {
         let p = resolve_runtime(OsStr::new("sh"), Some(OsStr::new("/nonexistent:/bin"))).unwrap();
         assert_eq!(p, PathBuf::from("/bin/sh"));
-        let e = resolve_runtime(OsStr::new("no-such-runtime-xyz"), Some(OsStr::new("/bin")))
-            .unwrap_err();
+        let e = resolve_runtime(OsStr::new("no-such-runtime-xyz"), Some(OsStr::new("/bin"))).unwrap_err();
         assert!(e.to_string().contains("not found on PATH"));
         let e = resolve_runtime(OsStr::new("/nonexistent/runc"), None).unwrap_err();
         assert!(e.to_string().contains("not an executable"));

@@ -80,20 +80,16 @@ pub fn claim(source: Source, clues: &Clues) -> Option<String> {
 
 /// The user of the first bind mount whose source is `/home/<user>` or below it.
 fn home_mount_user(spec: &Value) -> Option<String> {
-    spec::get(spec, &["mounts"])?
-        .as_array()?
-        .iter()
-        .find_map(|m| {
-            let src = m.get("source")?.as_str()?;
-            let is_bind = m.get("type").and_then(Value::as_str) == Some("bind")
-                || m.get("options").and_then(Value::as_array).is_some_and(|o| {
-                    o.iter()
-                        .any(|x| matches!(x.as_str(), Some("bind" | "rbind")))
-                });
-            let rest = src.strip_prefix("/home/")?;
-            let user = rest.split('/').next()?;
-            (is_bind && !user.is_empty()).then(|| user.to_owned())
-        })
+    spec::get(spec, &["mounts"])?.as_array()?.iter().find_map(|m| {
+        let src = m.get("source")?.as_str()?;
+        let is_bind = m.get("type").and_then(Value::as_str) == Some("bind")
+            || m.get("options")
+                .and_then(Value::as_array)
+                .is_some_and(|o| o.iter().any(|x| matches!(x.as_str(), Some("bind" | "rbind"))));
+        let rest = src.strip_prefix("/home/")?;
+        let user = rest.split('/').next()?;
+        (is_bind && !user.is_empty()).then(|| user.to_owned())
+    })
 }
 
 /// Resolves the owner. `to_login` maps what a source named (a login name or a numeric uid)
@@ -109,8 +105,7 @@ pub fn resolve(
         let Some(raw) = claim(source, clues) else {
             continue;
         };
-        let user =
-            to_login(&raw).map_err(|e| e.context(format!("owner from {}", source.as_str())))?;
+        let user = to_login(&raw).map_err(|e| e.context(format!("owner from {}", source.as_str())))?;
         match &found {
             None => found = Some((source, user)),
             Some((first, u)) if *u != user => {
@@ -125,7 +120,9 @@ pub fn resolve(
     }
     let Some((source, user)) = found else {
         return match settings.unattributed {
-            Unattributed::Place => Ok(Owner { user: None, group: None, source: None, placement: Placement::unattributed() }),
+            Unattributed::Place => {
+                Ok(Owner { user: None, group: None, source: None, placement: Placement::unattributed() })
+            }
             Unattributed::Refuse => Err(Error::refused(format!(
                 "container has no owner: set the {USER_KEY} annotation or label, or name it <name>._.<user>"
             ))),
@@ -133,12 +130,7 @@ pub fn resolve(
     };
     let group = policy.group_of(&user, FALLBACK_GROUP);
     let placement = Placement::for_owner(&naming::sanitize(&group)?, &naming::sanitize(&user)?);
-    Ok(Owner {
-        user: Some(user),
-        group: Some(group),
-        source: Some(source),
-        placement,
-    })
+    Ok(Owner { user: Some(user), group: Some(group), source: Some(source), placement })
 }
 
 #[cfg(test)]
@@ -165,16 +157,8 @@ mod tests {
     #[test]
     fn annotation_decides_and_group_comes_from_members() {
         let spec = json!({"annotations": {"ds01.user": "rita"}});
-        let o = resolve(
-            &IdentitySettings::default(),
-            &policy(),
-            &Clues {
-                spec: &spec,
-                engine: None,
-            },
-            &same,
-        )
-        .unwrap();
+        let o = resolve(&IdentitySettings::default(), &policy(), &Clues { spec: &spec, engine: None }, &same)
+            .unwrap();
         assert_eq!(o.user.as_deref(), Some("rita"));
         assert_eq!(o.group.as_deref(), Some("researcher"));
         assert_eq!(o.placement.leaf(), "ds01-researcher-rita.slice");
@@ -185,29 +169,11 @@ mod tests {
     fn unattributed_refuses_or_places() {
         let spec = json!({});
         let mut s = IdentitySettings::default();
-        let e = resolve(
-            &s,
-            &policy(),
-            &Clues {
-                spec: &spec,
-                engine: None,
-            },
-            &same,
-        )
-        .unwrap_err();
+        let e = resolve(&s, &policy(), &Clues { spec: &spec, engine: None }, &same).unwrap_err();
         assert_eq!(e.kind, crate::error::Kind::Refused);
         assert!(e.to_string().contains("no owner"));
         s.unattributed = Unattributed::Place;
-        let o = resolve(
-            &s,
-            &policy(),
-            &Clues {
-                spec: &spec,
-                engine: None,
-            },
-            &same,
-        )
-        .unwrap();
+        let o = resolve(&s, &policy(), &Clues { spec: &spec, engine: None }, &same).unwrap();
         assert_eq!(o.placement.leaf(), "ds01-unattributed.slice");
         assert_eq!(o.source_name(), "none");
     }
@@ -215,78 +181,40 @@ mod tests {
     #[test]
     fn conflicting_sources_refuse() {
         let spec = json!({"annotations": {"ds01.user": "alice"}});
-        let meta = EngineMeta {
-            name: Some("proj._.bob".into()),
-            ..Default::default()
-        };
+        let meta = EngineMeta { name: Some("proj._.bob".into()), ..Default::default() };
         let e = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues {
-                spec: &spec,
-                engine: Some(&meta),
-            },
+            &Clues { spec: &spec, engine: Some(&meta) },
             &same,
         )
         .unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("annotation says alice, name says bob"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("annotation says alice, name says bob"), "{e}");
     }
 
     #[test]
     fn sources_in_order() {
         let mut labels = serde_json::Map::new();
         labels.insert("aime.mlc.USER".into(), json!("carol"));
-        let meta = EngineMeta {
-            name: Some("x._.carol".into()),
-            labels,
-            image: None,
-        };
+        let meta = EngineMeta { name: Some("x._.carol".into()), labels, image: None };
         let spec = json!({"mounts": [{"destination": "/w", "type": "bind", "source": "/home/carol/proj"}]});
         let o = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues {
-                spec: &spec,
-                engine: Some(&meta),
-            },
+            &Clues { spec: &spec, engine: Some(&meta) },
             &same,
         )
         .unwrap();
-        assert_eq!(
-            (o.user.as_deref(), o.source_name()),
-            (Some("carol"), "label")
-        );
+        assert_eq!((o.user.as_deref(), o.source_name()), (Some("carol"), "label"));
         let spec = json!({"mounts": [{"destination": "/w", "source": "/home/dave", "options": ["rbind"]}]});
-        assert_eq!(
-            claim(
-                Source::HomeMount,
-                &Clues {
-                    spec: &spec,
-                    engine: None
-                }
-            )
-            .as_deref(),
-            Some("dave")
-        );
+        assert_eq!(claim(Source::HomeMount, &Clues { spec: &spec, engine: None }).as_deref(), Some("dave"));
     }
 
     #[test]
     fn unsafe_names_are_refused() {
         let spec = json!({"annotations": {"ds01.user": "@@@"}});
-        let e = resolve(
-            &IdentitySettings::default(),
-            &policy(),
-            &Clues {
-                spec: &spec,
-                engine: None,
-            },
-            &same,
-        )
-        .unwrap_err();
+        let e = resolve(&IdentitySettings::default(), &policy(), &Clues { spec: &spec, engine: None }, &same)
+            .unwrap_err();
         assert!(e.to_string().contains("empty once made safe"), "{e}");
     }
 }

@@ -20,11 +20,7 @@ pub fn sanitize(original: &str) -> Result<String> {
     let local = original.split('@').next().unwrap_or("");
     let mut out = String::with_capacity(local.len());
     for c in local.chars() {
-        let c = if c.is_ascii_alphanumeric() || c == '_' {
-            c
-        } else {
-            '_'
-        };
+        let c = if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' };
         if !(c == '_' && out.ends_with('_')) {
             out.push(c);
         }
@@ -70,9 +66,7 @@ impl Placement {
 
     /// `ds01-unattributed.slice` under `ds01.slice`.
     pub fn unattributed() -> Placement {
-        Placement {
-            slices: vec![ROOT_SLICE.to_owned(), UNATTRIBUTED_SLICE.to_owned()],
-        }
+        Placement { slices: vec![ROOT_SLICE.to_owned(), UNATTRIBUTED_SLICE.to_owned()] }
     }
 
     /// The innermost slice, the one the container lands in.
@@ -82,9 +76,7 @@ impl Placement {
 
     /// The slices as a cgroupfs path, e.g. `/ds01.slice/ds01-g.slice/ds01-g-u.slice`.
     pub fn cgroupfs_dir(&self) -> String {
-        self.slices
-            .iter()
-            .fold(String::new(), |acc, s| acc + "/" + s)
+        self.slices.iter().fold(String::new(), |acc, s| acc + "/" + s)
     }
 
     /// linux.cgroupsPath for runc: `slice:prefix:id` with `--systemd-cgroup`, else
@@ -127,10 +119,7 @@ mod tests {
         let hex = format!("{:02x}{:02x}", digest[0], digest[1]);
         assert_eq!(got, format!("a_very_long_user_name_from_{hex}"));
         // Worked examples of DS01's own scripts/lib/username_utils.py.
-        assert_eq!(
-            sanitize(&"a".repeat(50)).unwrap(),
-            "aaaaaaaaaaaaaaaaaaaaaaaaaaa_6eb6"
-        );
+        assert_eq!(sanitize(&"a".repeat(50)).unwrap(), "aaaaaaaaaaaaaaaaaaaaaaaaaaa_6eb6");
         assert_eq!(
             sanitize("first.middle.lastname.verylongsurname@hertie-school.lan").unwrap(),
             "first_middle_lastname_veryl_c856"
@@ -151,19 +140,13 @@ mod tests {
     #[test]
     fn paths_for_both_drivers() {
         let p = Placement::for_owner("student", "alice");
-        assert_eq!(
-            p.cgroups_path(true, "docker", "abc"),
-            "ds01-student-alice.slice:docker:abc"
-        );
+        assert_eq!(p.cgroups_path(true, "docker", "abc"), "ds01-student-alice.slice:docker:abc");
         assert_eq!(
             p.cgroups_path(false, "docker", "abc"),
             "/ds01.slice/ds01-student.slice/ds01-student-alice.slice/docker-abc.scope"
         );
         let u = Placement::unattributed();
-        assert_eq!(
-            u.cgroups_path(true, "docker", "x"),
-            "ds01-unattributed.slice:docker:x"
-        );
+        assert_eq!(u.cgroups_path(true, "docker", "x"), "ds01-unattributed.slice:docker:x");
         assert_eq!(
             u.cgroups_path(false, "docker", "x"),
             "/ds01.slice/ds01-unattributed.slice/docker-x.scope"

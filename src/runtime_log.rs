@@ -30,12 +30,7 @@ pub fn report(msg: &str, log: Option<&OsStr>, log_format: Option<&OsStr>, time: 
     let Some(log) = log else { return };
     let json = log_format.is_some_and(|f| f == "json");
     let line = format_line(&msg, json, time);
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o644)
-        .open(log)
-    {
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).mode(0o644).open(log) {
         let _ = f.write_all(line.as_bytes());
     }
 }
@@ -59,9 +54,6 @@ mod tests {
     #[test]
     fn text_line_is_logrus_like() {
         let line = format_line("bad thing", false, UNIX_EPOCH);
-        assert_eq!(
-            line,
-            "time=\"1970-01-01T00:00:00.000000000Z\" level=error msg=\"bad thing\"\n"
-        );
+        assert_eq!(line, "time=\"1970-01-01T00:00:00.000000000Z\" level=error msg=\"bad thing\"\n");
     }
 }

@@ -32,20 +32,11 @@ pub struct Located {
 /// Finds the settings file for this invocation.
 pub fn locate(inv: &Invocation) -> Located {
     if let Some((p, _)) = &inv.ds01_config {
-        return Located {
-            path: PathBuf::from(p),
-            explicit: true,
-        };
+        return Located { path: PathBuf::from(p), explicit: true };
     }
     match std::env::var_os(ENV_VAR) {
-        Some(p) if !p.is_empty() => Located {
-            path: PathBuf::from(p),
-            explicit: true,
-        },
-        _ => Located {
-            path: PathBuf::from(DEFAULT_PATH),
-            explicit: false,
-        },
+        Some(p) if !p.is_empty() => Located { path: PathBuf::from(p), explicit: true },
+        _ => Located { path: PathBuf::from(DEFAULT_PATH), explicit: false },
     }
 }
 
@@ -100,12 +91,7 @@ pub struct IdentitySettings {
 impl Default for IdentitySettings {
     fn default() -> Self {
         IdentitySettings {
-            order: vec![
-                Source::Annotation,
-                Source::Label,
-                Source::Name,
-                Source::HomeMount,
-            ],
+            order: vec![Source::Annotation, Source::Label, Source::Name, Source::HomeMount],
             unattributed: Unattributed::Refuse,
             trusted_for_admin: Vec::new(),
         }
@@ -156,10 +142,7 @@ impl Settings {
                 return Ok(Settings::default());
             }
             Err(e) => {
-                return Err(Error::failed(format!(
-                    "cannot read settings file {}: {e}",
-                    loc.path.display()
-                )));
+                return Err(Error::failed(format!("cannot read settings file {}: {e}", loc.path.display())));
             }
         };
         Settings::parse(&text, &loc.path)
@@ -167,9 +150,7 @@ impl Settings {
 
     /// Parses settings text; `path` names the file in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Settings> {
-        let bad = |e: &dyn std::fmt::Display| {
-            Error::failed(format!("settings file {}: {e}", path.display()))
-        };
+        let bad = |e: &dyn std::fmt::Display| Error::failed(format!("settings file {}: {e}", path.display()));
         let mut s: Settings = if text.trim().is_empty() {
             Settings::default()
         } else {
@@ -182,12 +163,7 @@ impl Settings {
             return Err(bad(&"low_level_runtime is empty"));
         }
         let base = path.parent().unwrap_or(Path::new("/"));
-        for p in [
-            &mut s.policy,
-            &mut s.state_dir,
-            &mut s.audit_log,
-            &mut s.docker_root,
-        ] {
+        for p in [&mut s.policy, &mut s.state_dir, &mut s.audit_log, &mut s.docker_root] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -210,10 +186,10 @@ pub fn low_level_runtime_fast(path: &Path) -> std::ffi::OsString {
 }
 
 fn fast_runtime(text: &str) -> Option<String> {
-    let line = text.lines().rev().find(|l| {
-        l.strip_prefix(RUNTIME_KEY)
-            .is_some_and(|r| r.trim_start().starts_with(':'))
-    })?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.strip_prefix(RUNTIME_KEY).is_some_and(|r| r.trim_start().starts_with(':')))?;
     let v = line[RUNTIME_KEY.len()..].trim_start().strip_prefix(':')?;
     let v = match v.find(" #") {
         Some(i) => &v[..i],
@@ -255,14 +231,8 @@ mod tests {
     fn fast_and_full_readings_agree() {
         for (t, want) in [
             ("low_level_runtime: /usr/sbin/runc\n", "/usr/sbin/runc"),
-            (
-                "# c\nlow_level_runtime: \"/opt/runc\"  # the real one\n",
-                "/opt/runc",
-            ),
-            (
-                "low_level_runtime : 'nvidia-container-runtime'\n",
-                "nvidia-container-runtime",
-            ),
+            ("# c\nlow_level_runtime: \"/opt/runc\"  # the real one\n", "/opt/runc"),
+            ("low_level_runtime : 'nvidia-container-runtime'\n", "nvidia-container-runtime"),
         ] {
             assert_eq!(fast_runtime(t).as_deref(), Some(want));
             assert_eq!(parse(t).unwrap().low_level_runtime, want);
@@ -274,35 +244,21 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_key() {
-        let e = parse("identity:\n  unattributed: maybe\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("identity:\n  unattributed: maybe\n").unwrap_err().to_string();
         assert!(e.contains("/etc/ds01/runtime.yaml"), "{e}");
         assert!(e.contains("identity.unattributed"), "{e}");
         assert!(e.contains("line 2"), "{e}");
         let e = parse("state_dri: /x\n").unwrap_err().to_string();
-        assert!(
-            e.contains("unknown field `state_dri`") && e.contains("line 1"),
-            "{e}"
-        );
+        assert!(e.contains("unknown field `state_dri`") && e.contains("line 1"), "{e}");
         let e = parse("policy: [1\n").unwrap_err().to_string();
-        assert!(
-            e.contains("/etc/ds01/runtime.yaml") && e.contains("line"),
-            "{e}"
-        );
+        assert!(e.contains("/etc/ds01/runtime.yaml") && e.contains("line"), "{e}");
     }
 
     #[test]
     fn missing_default_file_gives_defaults_but_missing_named_file_is_an_error() {
-        let loc = Located {
-            path: "/nonexistent/ds01.yaml".into(),
-            explicit: false,
-        };
+        let loc = Located { path: "/nonexistent/ds01.yaml".into(), explicit: false };
         assert!(Settings::load(&loc).is_ok());
-        let loc = Located {
-            path: "/nonexistent/ds01.yaml".into(),
-            explicit: true,
-        };
+        let loc = Located { path: "/nonexistent/ds01.yaml".into(), explicit: true };
         let e = Settings::load(&loc).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/ds01.yaml"), "{e}");
     }

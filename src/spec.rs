@@ -21,9 +21,9 @@ pub fn object_mut<'a>(v: &'a mut Value, path: &[&str]) -> Result<&'a mut Map<Str
     let mut cur = v;
     let mut walked = String::new();
     for k in path {
-        let obj = cur.as_object_mut().ok_or_else(|| {
-            Error::failed(format!("config.json: {} is not an object", shown(&walked)))
-        })?;
+        let obj = cur
+            .as_object_mut()
+            .ok_or_else(|| Error::failed(format!("config.json: {} is not an object", shown(&walked))))?;
         walked.push('.');
         walked.push_str(k);
         let slot = obj.entry((*k).to_owned()).or_insert(Value::Null);
@@ -33,8 +33,7 @@ pub fn object_mut<'a>(v: &'a mut Value, path: &[&str]) -> Result<&'a mut Map<Str
         cur = slot;
     }
     let path_shown = shown(&walked);
-    cur.as_object_mut()
-        .ok_or_else(|| Error::failed(format!("config.json: {path_shown} is not an object")))
+    cur.as_object_mut().ok_or_else(|| Error::failed(format!("config.json: {path_shown} is not an object")))
 }
 
 fn shown(walked: &str) -> &str {
@@ -68,17 +67,10 @@ mod tests {
     #[test]
     fn object_mut_creates_at_the_end_and_keeps_order() {
         let mut v = json!({"b": 1, "a": {"z": 1}, "n": null});
-        object_mut(&mut v, &["a", "y"])
-            .unwrap()
-            .insert("k".into(), json!(2));
-        object_mut(&mut v, &["n"])
-            .unwrap()
-            .insert("k".into(), json!(3));
+        object_mut(&mut v, &["a", "y"]).unwrap().insert("k".into(), json!(2));
+        object_mut(&mut v, &["n"]).unwrap().insert("k".into(), json!(3));
         object_mut(&mut v, &["c"]).unwrap();
-        assert_eq!(
-            v.to_string(),
-            r#"{"b":1,"a":{"z":1,"y":{"k":2}},"n":{"k":3},"c":{}}"#
-        );
+        assert_eq!(v.to_string(), r#"{"b":1,"a":{"z":1,"y":{"k":2}},"n":{"k":3},"c":{}}"#);
         let e = object_mut(&mut v, &["b", "x"]).unwrap_err();
         assert_eq!(e.to_string(), "config.json: b is not an object");
     }

@@ -66,12 +66,7 @@ fn locate(text: &str, keys: &[String]) -> Option<usize> {
         if indent != level {
             continue;
         }
-        let key = body
-            .split(':')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .trim_matches(|c| c == '"' || c == '\'');
+        let key = body.split(':').next().unwrap_or("").trim().trim_matches(|c| c == '"' || c == '\'');
         if key == keys[depth] && body.contains(':') {
             depth += 1;
             if depth == keys.len() {

@@ -20,11 +20,6 @@ fn main() {
     } else {
         passthrough::run(&inv, &args, &located, &Execv)
     };
-    runtime_log::report(
-        &err.to_string(),
-        inv.log.as_deref(),
-        inv.log_format.as_deref(),
-        SystemClock.now(),
-    );
+    runtime_log::report(&err.to_string(), inv.log.as_deref(), inv.log_format.as_deref(), SystemClock.now());
     std::process::exit(1);
 }

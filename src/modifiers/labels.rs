@@ -29,10 +29,7 @@ impl SpecModifier for Labels {
         set("ds01.slice", owner.placement.leaf());
         set("ds01.managed", "true");
         set("ds01.identity-source", owner.source_name());
-        Ok(vec![Note {
-            path: "annotations".into(),
-            why: "ownership annotations (ds01.*)".into(),
-        }])
+        Ok(vec![Note { path: "annotations".into(), why: "ownership annotations (ds01.*)".into() }])
     }
 }
 
@@ -52,27 +49,13 @@ mod tests {
             source: Some(Source::Annotation),
             placement: Placement::for_owner("researcher", "carol"),
         };
-        let ctx = Context {
-            container_id: "c",
-            owner: &owner,
-            systemd_cgroup: false,
-            scope_prefix: "docker",
-        };
+        let ctx = Context { container_id: "c", owner: &owner, systemd_cgroup: false, scope_prefix: "docker" };
         let mut spec = fixtures::podman();
-        let before: Vec<String> = spec["annotations"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
+        let before: Vec<String> = spec["annotations"].as_object().unwrap().keys().cloned().collect();
         Labels.apply(&mut spec, &ctx).unwrap();
         let ann = spec["annotations"].as_object().unwrap();
         let after: Vec<String> = ann.keys().cloned().collect();
-        assert_eq!(
-            &after[..before.len()],
-            &before[..],
-            "existing keys keep their order"
-        );
+        assert_eq!(&after[..before.len()], &before[..], "existing keys keep their order");
         assert_eq!(ann["io.container.manager"], "libpod");
         assert_eq!(ann["ds01.user"], "carol");
         assert_eq!(ann["ds01.group"], "researcher");
@@ -83,18 +66,8 @@ mod tests {
 
     #[test]
     fn docker_spec_gets_an_annotations_object_at_the_end() {
-        let owner = Owner {
-            user: None,
-            group: None,
-            source: None,
-            placement: Placement::unattributed(),
-        };
-        let ctx = Context {
-            container_id: "c",
-            owner: &owner,
-            systemd_cgroup: false,
-            scope_prefix: "docker",
-        };
+        let owner = Owner { user: None, group: None, source: None, placement: Placement::unattributed() };
+        let ctx = Context { container_id: "c", owner: &owner, systemd_cgroup: false, scope_prefix: "docker" };
         let mut spec = fixtures::docker();
         assert!(spec.get("annotations").is_none());
         Labels.apply(&mut spec, &ctx).unwrap();

@@ -47,11 +47,7 @@ pub fn pipeline() -> Vec<Box<dyn SpecModifier>> {
 }
 
 /// Runs every modifier over `spec`; stops at the first refusal or failure.
-pub fn apply_all(
-    mods: &[Box<dyn SpecModifier>],
-    spec: &mut Value,
-    ctx: &Context,
-) -> Result<Vec<Note>> {
+pub fn apply_all(mods: &[Box<dyn SpecModifier>], spec: &mut Value, ctx: &Context) -> Result<Vec<Note>> {
     let mut notes = Vec::new();
     for m in mods {
         notes.extend(m.apply(spec, ctx)?);
@@ -65,10 +61,7 @@ pub(crate) mod fixtures {
 
     /// The reference config.json files captured from real engines.
     pub fn docker() -> Value {
-        serde_json::from_str(include_str!(
-            "../../tests/fixtures/docker-20.10-config.json"
-        ))
-        .unwrap()
+        serde_json::from_str(include_str!("../../tests/fixtures/docker-20.10-config.json")).unwrap()
     }
 
     pub fn podman() -> Value {

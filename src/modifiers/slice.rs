@@ -16,29 +16,18 @@ impl SpecModifier for SlicePlacement {
     }
 
     fn apply(&self, spec: &mut Value, ctx: &Context) -> Result<Vec<Note>> {
-        let path = ctx.owner.placement.cgroups_path(
-            ctx.systemd_cgroup,
-            ctx.scope_prefix,
-            ctx.container_id,
-        );
+        let path = ctx.owner.placement.cgroups_path(ctx.systemd_cgroup, ctx.scope_prefix, ctx.container_id);
         let linux = spec::object_mut(spec, &["linux"])?;
-        let old = linux
-            .get("cgroupsPath")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let old = linux.get("cgroupsPath").and_then(Value::as_str).map(str::to_owned);
         linux.insert("cgroupsPath".into(), Value::String(path.clone()));
         let why = match (&ctx.owner.user, old) {
-            (Some(u), Some(old)) => format!(
-                "owner {u} ({} source): {old} -> {path}",
-                ctx.owner.source_name()
-            ),
+            (Some(u), Some(old)) => {
+                format!("owner {u} ({} source): {old} -> {path}", ctx.owner.source_name())
+            }
             (Some(u), None) => format!("owner {u} ({} source)", ctx.owner.source_name()),
             (None, _) => "no owner; unattributed policy places it".to_owned(),
         };
-        Ok(vec![Note {
-            path: "linux.cgroupsPath".into(),
-            why,
-        }])
+        Ok(vec![Note { path: "linux.cgroupsPath".into(), why }])
     }
 }
 
@@ -85,12 +74,7 @@ mod tests {
     #[test]
     fn creates_linux_when_absent_and_refuses_non_object() {
         let owner = alice();
-        let ctx = Context {
-            container_id: "c1",
-            owner: &owner,
-            systemd_cgroup: true,
-            scope_prefix: "docker",
-        };
+        let ctx = Context { container_id: "c1", owner: &owner, systemd_cgroup: true, scope_prefix: "docker" };
         let mut spec = serde_json::json!({"ociVersion": "1.0.2"});
         SlicePlacement.apply(&mut spec, &ctx).unwrap();
         assert_eq!(

@@ -84,9 +84,7 @@ pub struct GpuAllocation {
 
 impl Default for GpuAllocation {
     fn default() -> Self {
-        GpuAllocation {
-            mig_instances_per_gpu: 1,
-        }
+        GpuAllocation { mig_instances_per_gpu: 1 }
     }
 }
 
@@ -164,19 +162,15 @@ pub struct Policy {
 impl Policy {
     /// Loads `path` plus `groups/*.members` and `user-overrides.yaml` beside it.
     pub fn load(path: &Path) -> Result<Policy> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::failed(format!("cannot read policy file {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::failed(format!("cannot read policy file {}: {e}", path.display())))?;
         let dir = path.parent().unwrap_or(Path::new("/"));
         let overrides_path = dir.join("user-overrides.yaml");
         let overrides_text = match std::fs::read_to_string(&overrides_path) {
             Ok(t) => Some(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
-                return Err(Error::failed(format!(
-                    "cannot read {}: {e}",
-                    overrides_path.display()
-                )));
+                return Err(Error::failed(format!("cannot read {}: {e}", overrides_path.display())));
             }
         };
         let mut policy = Policy::parse(&text, path, overrides_text.as_deref(), &overrides_path)?;
@@ -186,46 +180,27 @@ impl Policy {
             match std::fs::read_to_string(&file) {
                 Ok(t) => policy.add_members(&g, parse_members(&t)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(Error::failed(format!(
-                        "cannot read {}: {e}",
-                        file.display()
-                    )))
-                }
+                Err(e) => return Err(Error::failed(format!("cannot read {}: {e}", file.display()))),
             }
         }
         Ok(policy)
     }
 
     /// Parses the policy text and the optional user-overrides text.
-    pub fn parse(
-        text: &str,
-        path: &Path,
-        overrides: Option<&str>,
-        overrides_path: &Path,
-    ) -> Result<Policy> {
+    pub fn parse(text: &str, path: &Path, overrides: Option<&str>, overrides_path: &Path) -> Result<Policy> {
         let file: PolicyFile = if text.trim().is_empty() {
             PolicyFile::default()
         } else {
             crate::yaml::from_str(text, "policy file", path)?
         };
-        let mut policy = Policy {
-            path: path.to_path_buf(),
-            ..Policy::default()
-        };
+        let mut policy = Policy { path: path.to_path_buf(), ..Policy::default() };
         for (name, g) in &file.groups {
-            naming::sanitize(name)
-                .map_err(|e| e.context(format!("policy file {}", path.display())))?;
-            let inline = g
-                .as_ref()
-                .and_then(|g| g.members.clone())
-                .unwrap_or_default();
+            naming::sanitize(name).map_err(|e| e.context(format!("policy file {}", path.display())))?;
+            let inline = g.as_ref().and_then(|g| g.members.clone()).unwrap_or_default();
             policy.members.insert(name.clone(), inline);
         }
         for (user, l) in file.user_overrides.iter().flatten() {
-            policy
-                .overrides
-                .insert(user.clone(), l.clone().unwrap_or_default());
+            policy.overrides.insert(user.clone(), l.clone().unwrap_or_default());
         }
         if let Some(t) = overrides.filter(|t| !t.trim().is_empty()) {
             let extra: BTreeMap<String, Option<Limits>> =
@@ -259,18 +234,12 @@ impl Policy {
         let safe = naming::sanitize(user).ok();
         for g in self.file.groups.keys() {
             if let Some(list) = self.members.get(g) {
-                if list
-                    .iter()
-                    .any(|m| m == user || Some(m.as_str()) == safe.as_deref())
-                {
+                if list.iter().any(|m| m == user || Some(m.as_str()) == safe.as_deref()) {
                     return g.clone();
                 }
             }
         }
-        self.file
-            .default_group
-            .clone()
-            .unwrap_or_else(|| fallback.to_owned())
+        self.file.default_group.clone().unwrap_or_else(|| fallback.to_owned())
     }
 
     /// The user's override entry, by name or sanitized name.
@@ -295,10 +264,7 @@ impl Policy {
         match nix::unistd::Group::from_name(group) {
             Ok(Some(g)) => {
                 g.mem.iter().any(|m| m == user)
-                    || nix::unistd::User::from_name(user)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|u| u.gid == g.gid)
+                    || nix::unistd::User::from_name(user).ok().flatten().is_some_and(|u| u.gid == g.gid)
             }
             _ => false,
         }
@@ -323,17 +289,11 @@ impl Policy {
         group: &str,
         field: impl Fn(&Limits) -> &Nullable<T>,
     ) -> Resolved<T> {
-        let mut out = Resolved {
-            value: Nullable::Unset,
-            origin: Origin::Defaults,
-        };
+        let mut out = Resolved { value: Nullable::Unset, origin: Origin::Defaults };
         for (origin, l) in self.layers(user, group) {
             let v = field(l);
             if !v.is_unset() {
-                out = Resolved {
-                    value: v.clone(),
-                    origin,
-                };
+                out = Resolved { value: v.clone(), origin };
             }
         }
         out

@@ -3,17 +3,9 @@ use super::*;
 const SHIPPED: &str = include_str!("../../runtime-config/resource-limits.yaml");
 
 fn shipped() -> Policy {
-    let mut p = Policy::parse(
-        SHIPPED,
-        Path::new("/etc/ds01/resource-limits.yaml"),
-        None,
-        Path::new("/x"),
-    )
-    .unwrap();
-    p.add_members(
-        "researcher",
-        parse_members("# c\n\nrita   # PhD\nh.baker@uni.example\n"),
-    );
+    let mut p =
+        Policy::parse(SHIPPED, Path::new("/etc/ds01/resource-limits.yaml"), None, Path::new("/x")).unwrap();
+    p.add_members("researcher", parse_members("# c\n\nrita   # PhD\nh.baker@uni.example\n"));
     p.add_members("admin", vec!["datasciencelab".into()]);
     p
 }
@@ -23,10 +15,7 @@ fn shipped_file_parses_with_ds01_shape() {
     let p = shipped();
     assert_eq!(p.file.default_group.as_deref(), Some("student"));
     assert_eq!(p.file.gpu_allocation.mig_instances_per_gpu, 4);
-    assert_eq!(
-        p.file.groups.keys().collect::<Vec<_>>(),
-        ["student", "researcher", "faculty", "admin"]
-    );
+    assert_eq!(p.file.groups.keys().collect::<Vec<_>>(), ["student", "researcher", "faculty", "admin"]);
     assert_eq!(p.file.access_control.admin_users, ["datasciencelab"]);
 }
 
@@ -36,11 +25,7 @@ fn group_from_members_files_inline_and_default() {
     assert_eq!(p.group_of("rita", "student"), "researcher");
     // Matched by sanitized name too, as DS01 does.
     p.add_members("faculty", vec!["h_baker".into()]);
-    assert_eq!(
-        p.group_of("h.baker@uni.example", "student"),
-        "researcher",
-        "first group in file order wins"
-    );
+    assert_eq!(p.group_of("h.baker@uni.example", "student"), "researcher", "first group in file order wins");
     assert_eq!(p.group_of("nobody", "x"), "student");
     p.file.default_group = None;
     assert_eq!(p.group_of("nobody", "fallback"), "fallback");
@@ -49,13 +34,7 @@ fn group_from_members_files_inline_and_default() {
 #[test]
 fn defaults_then_group_then_override_with_origins() {
     let over = "rita:\n  memory: 100g\n  max_mig_instances: null\n";
-    let mut p = Policy::parse(
-        SHIPPED,
-        Path::new("/p.yaml"),
-        Some(over),
-        Path::new("/o.yaml"),
-    )
-    .unwrap();
+    let mut p = Policy::parse(SHIPPED, Path::new("/p.yaml"), Some(over), Path::new("/o.yaml")).unwrap();
     p.add_members("researcher", vec!["rita".into()]);
     let mem = p.resolve("rita", "researcher", |l| &l.memory);
     assert_eq!(mem.value.value().map(|s| s.bytes), Some(100 << 30));
@@ -64,22 +43,13 @@ fn defaults_then_group_then_override_with_origins() {
     assert_eq!(cpus.value, Nullable::Value(48.0));
     assert_eq!(cpus.origin.to_string(), "group researcher");
     let pids = p.resolve("rita", "researcher", |l| &l.pids_limit);
-    assert_eq!(
-        (pids.value, pids.origin),
-        (Nullable::Value(4096), Origin::Defaults)
-    );
+    assert_eq!((pids.value, pids.origin), (Nullable::Value(4096), Origin::Defaults));
     let gpus = p.resolve("rita", "researcher", |l| &l.max_mig_instances);
     assert_eq!(gpus.value, Nullable::Unlimited);
     // Admin's nulls are unlimited, not inherited.
     let admin_gpus = p.resolve("datasciencelab", "admin", |l| &l.max_mig_per_container);
     assert_eq!(admin_gpus.value, Nullable::Unlimited);
-    assert_eq!(
-        p.resolve("x", "admin", |l| &l.gpu_hold_after_stop)
-            .value
-            .value()
-            .map(|d| d.secs),
-        Some(3600)
-    );
+    assert_eq!(p.resolve("x", "admin", |l| &l.gpu_hold_after_stop).value.value().map(|d| d.secs), Some(3600));
 }
 
 #[test]
@@ -90,39 +60,18 @@ fn aggregates_with_percentages_and_sizes() {
     assert_eq!(a.cpu_quota.value().map(|q| q.cpus()), Some(96.0));
     assert_eq!(a.memory_max.value().map(|s| s.bytes), Some(96 << 30));
     assert_eq!(a.tasks_max, Nullable::Value(12288));
-    assert!(
-        p.aggregate("datasciencelab", "admin").is_none(),
-        "admins have no aggregate cap"
-    );
+    assert!(p.aggregate("datasciencelab", "admin").is_none(), "admins have no aggregate cap");
 }
 
 #[test]
 fn inline_overrides_and_file_overrides_merge_per_user() {
-    let text =
-        format!("{SHIPPED}\nuser_overrides:\n  bob:\n    memory: 8g\n  carl:\n    memory: 9g\n");
-    let p = Policy::parse(
-        &text,
-        Path::new("/p.yaml"),
-        Some("carl:\n  max_cpus: 2\n"),
-        Path::new("/o.yaml"),
-    )
-    .unwrap();
-    assert_eq!(
-        p.resolve("bob", "student", |l| &l.memory)
-            .value
-            .value()
-            .map(|s| s.bytes),
-        Some(8 << 30)
-    );
+    let text = format!("{SHIPPED}\nuser_overrides:\n  bob:\n    memory: 8g\n  carl:\n    memory: 9g\n");
+    let p = Policy::parse(&text, Path::new("/p.yaml"), Some("carl:\n  max_cpus: 2\n"), Path::new("/o.yaml"))
+        .unwrap();
+    assert_eq!(p.resolve("bob", "student", |l| &l.memory).value.value().map(|s| s.bytes), Some(8 << 30));
     // The file replaces carl's whole inline entry, as DS01 does.
-    assert_eq!(
-        p.resolve("carl", "student", |l| &l.memory).origin,
-        Origin::Defaults
-    );
-    assert_eq!(
-        p.resolve("carl", "student", |l| &l.max_cpus).value,
-        Nullable::Value(2.0)
-    );
+    assert_eq!(p.resolve("carl", "student", |l| &l.memory).origin, Origin::Defaults);
+    assert_eq!(p.resolve("carl", "student", |l| &l.max_cpus).value, Nullable::Value(2.0));
     let users = p.known_users("student");
     assert!(users.contains(&("bob".to_string(), "student".to_string())));
 }
@@ -130,27 +79,15 @@ fn inline_overrides_and_file_overrides_merge_per_user() {
 #[test]
 fn bad_values_name_file_line_and_key() {
     let bad = "defaults:\n  max_cpus: 4\n  memory: lots\n";
-    let e = Policy::parse(
-        bad,
-        Path::new("/etc/ds01/resource-limits.yaml"),
-        None,
-        Path::new("/o"),
-    )
-    .unwrap_err();
+    let e =
+        Policy::parse(bad, Path::new("/etc/ds01/resource-limits.yaml"), None, Path::new("/o")).unwrap_err();
     let m = e.to_string();
     assert!(
-        m.contains("/etc/ds01/resource-limits.yaml")
-            && m.contains("defaults.memory")
-            && m.contains("line 3"),
+        m.contains("/etc/ds01/resource-limits.yaml") && m.contains("defaults.memory") && m.contains("line 3"),
         "{m}"
     );
-    let e = Policy::parse(
-        "groups:\n  a-b:\n    max_cpus: x\n",
-        Path::new("/p"),
-        None,
-        Path::new("/o"),
-    )
-    .unwrap_err();
+    let e = Policy::parse("groups:\n  a-b:\n    max_cpus: x\n", Path::new("/p"), None, Path::new("/o"))
+        .unwrap_err();
     assert!(e.to_string().contains("groups"), "{e}");
     let e = Policy::parse(
         "defaults: {}\n",
@@ -183,10 +120,7 @@ fn load_reads_members_and_overrides_beside_the_file() {
     std::fs::write(dir.join("user-overrides.yaml"), "prof:\n  max_cpus: 1\n").unwrap();
     let p = Policy::load(&dir.join("resource-limits.yaml")).unwrap();
     assert_eq!(p.group_of("prof", "x"), "faculty");
-    assert_eq!(
-        p.resolve("prof", "faculty", |l| &l.max_cpus).value,
-        Nullable::Value(1.0)
-    );
+    assert_eq!(p.resolve("prof", "faculty", |l| &l.max_cpus).value, Nullable::Value(1.0));
     let e = Policy::load(&dir.join("missing.yaml")).unwrap_err();
     assert!(e.to_string().contains("missing.yaml"));
     std::fs::remove_dir_all(&dir).unwrap();

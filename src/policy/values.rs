@@ -57,9 +57,7 @@ impl Size {
     pub fn parse(s: &str) -> Option<Size> {
         let t = s.trim();
         let lower = t.to_ascii_lowercase();
-        let num_end = lower
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(lower.len());
+        let num_end = lower.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(lower.len());
         let (num, unit) = lower.split_at(num_end);
         let n: f64 = num.parse().ok()?;
         let mult: u64 = match unit.trim() {
@@ -74,18 +72,12 @@ impl Size {
         if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
             return None;
         }
-        Some(Size {
-            bytes: bytes as u64,
-            text: t.to_owned(),
-        })
+        Some(Size { bytes: bytes as u64, text: t.to_owned() })
     }
 
     /// From a byte count (as a container's own request is expressed).
     pub fn from_bytes(bytes: u64) -> Size {
-        Size {
-            bytes,
-            text: human(bytes),
-        }
+        Size { bytes, text: human(bytes) }
     }
 }
 
@@ -109,9 +101,8 @@ impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = NumOrStr::deserialize(d)?;
         let s = raw.text();
-        Size::parse(&s).ok_or_else(|| {
-            de::Error::custom(format!("invalid size {s:?} (expected e.g. 32g, 512m, 96G)"))
-        })
+        Size::parse(&s)
+            .ok_or_else(|| de::Error::custom(format!("invalid size {s:?} (expected e.g. 32g, 512m, 96G)")))
     }
 }
 
@@ -143,13 +134,10 @@ impl<'de> Deserialize<'de> for Percent {
         let t = s.trim();
         let n: Option<f64> = t.strip_suffix('%').unwrap_or(t).trim().parse().ok();
         match n {
-            Some(p) if p > 0.0 && p.is_finite() => Ok(Percent {
-                percent: p,
-                text: format!("{}%", t.trim_end_matches('%')),
-            }),
-            _ => Err(de::Error::custom(format!(
-                "invalid CPU quota {s:?} (expected e.g. \"9600%\")"
-            ))),
+            Some(p) if p > 0.0 && p.is_finite() => {
+                Ok(Percent { percent: p, text: format!("{}%", t.trim_end_matches('%')) })
+            }
+            _ => Err(de::Error::custom(format!("invalid CPU quota {s:?} (expected e.g. \"9600%\")"))),
         }
     }
 }
@@ -168,9 +156,7 @@ impl Duration {
     /// Parses a DS01 duration.
     pub fn parse(s: &str) -> Option<Duration> {
         let t = s.trim().to_ascii_lowercase();
-        let num_end = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
+        let num_end = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
         let (num, unit) = t.split_at(num_end);
         let n: f64 = num.parse().ok()?;
         let mult = match unit.trim() {
@@ -182,10 +168,7 @@ impl Duration {
             _ => return None,
         };
         let secs = n * mult;
-        (secs.is_finite() && secs >= 0.0).then(|| Duration {
-            secs: secs as u64,
-            text: s.trim().to_owned(),
-        })
+        (secs.is_finite() && secs >= 0.0).then(|| Duration { secs: secs as u64, text: s.trim().to_owned() })
     }
 }
 
@@ -198,9 +181,8 @@ impl fmt::Display for Duration {
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = NumOrStr::deserialize(d)?.text();
-        Duration::parse(&s).ok_or_else(|| {
-            de::Error::custom(format!("invalid duration {s:?} (expected e.g. 0.25h, 15m)"))
-        })
+        Duration::parse(&s)
+            .ok_or_else(|| de::Error::custom(format!("invalid duration {s:?} (expected e.g. 0.25h, 15m)")))
     }
 }
 

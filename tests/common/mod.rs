@@ -1,0 +1,220 @@
+//! Shared helpers of the integration tests: prerequisites, temp dirs, busybox bundles, and
+//! running the freshly built shim against real runc.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// True in CI, where every prerequisite must be present.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Returns true when `ok`; otherwise fails loudly in CI, or prints why the test is skipped.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if in_ci() {
+        panic!("CI is missing a prerequisite of this test: {what}");
+    }
+    eprintln!("SKIPPED: {what} (set up by .ci/run; runs in CI)");
+    false
+}
+
+/// Root, runc and busybox-static: what a real-runc test needs.
+pub fn require_runc() -> bool {
+    require(nix::unistd::geteuid().is_root(), "needs root")
+        && require(which("runc").is_some(), "needs runc on PATH (apt-get install runc)")
+        && require(Path::new("/bin/busybox").exists(), "needs /bin/busybox (apt-get install busybox-static)")
+}
+
+/// The first `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// The shim built by cargo for this test run.
+pub fn shim() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ds01-runtime"))
+}
+
+/// The admin tool built by cargo for this test run.
+pub fn ds01ctl() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ds01ctl"))
+}
+
+/// A temp directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let base = std::env::var_os("DS01_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let p = base.join(format!("ds01-{tag}-{}-{}", std::process::id(), nanos()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+/// A unique short name for users and containers of one test.
+pub fn unique(tag: &str) -> String {
+    format!("{tag}{}", nanos() % 1_000_000_000)
+}
+
+/// A runc bundle at `dir` with a busybox rootfs, running `sh -c script`, annotated with `annotations`.
+pub fn busybox_bundle(dir: &Path, script: &str, annotations: &[(&str, &str)]) -> PathBuf {
+    let bin = dir.join("rootfs/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    for tool in ["sh", "cat", "sleep", "ls", "head", "grep", "echo", "true"] {
+        let _ = std::os::unix::fs::symlink("busybox", bin.join(tool));
+    }
+    let mut spec: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/runc-1.1-spec-config.json")).unwrap();
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+    if !annotations.is_empty() {
+        let ann: serde_json::Map<String, serde_json::Value> =
+            annotations.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string()))).collect();
+        spec["annotations"] = serde_json::Value::Object(ann);
+    }
+    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    dir.to_path_buf()
+}
+
+/// A settings file in `dir` using the shipped policy, with `extra` YAML appended.
+pub fn settings(dir: &Path, extra: &str) -> PathBuf {
+    let policy_dir = dir.join("policy");
+    std::fs::create_dir_all(policy_dir.join("groups")).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime-config");
+    std::fs::copy(root.join("resource-limits.yaml"), policy_dir.join("resource-limits.yaml")).unwrap();
+    let path = dir.join("runtime.yaml");
+    let text = format!(
+        "low_level_runtime: runc\npolicy: policy/resource-limits.yaml\nstate_dir: state\naudit_log: log/events.jsonl\n{extra}"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A real-runc sandbox: its own --root and --log, and containers force-deleted on drop.
+pub struct Runc {
+    pub tmp: TempDir,
+    pub root: PathBuf,
+    pub log: PathBuf,
+    pub settings: PathBuf,
+    ids: std::cell::RefCell<Vec<String>>,
+}
+
+impl Runc {
+    pub fn new(tag: &str, extra_settings: &str) -> Runc {
+        let tmp = TempDir::new(tag);
+        let root = tmp.path().join("runc-root");
+        let log = tmp.path().join("log.json");
+        let settings = settings(tmp.path(), extra_settings);
+        Runc { tmp, root, log, settings, ids: Default::default() }
+    }
+
+    /// Runs the shim with runc's global flags (as containerd's shim passes them) and `args`.
+    pub fn shim(&self, args: &[&str]) -> Output {
+        self.shim_with(args, |_| {})
+    }
+
+    /// Like `shim`, after `tweak` adjusts the command. A `create` hands its stdio to the
+    /// container, so its output goes through files (a pipe would stay open while it lives).
+    pub fn shim_with(&self, args: &[&str], tweak: impl FnOnce(&mut Command)) -> Output {
+        let creates = args.iter().any(|a| *a == "create");
+        if let Some(i) = args.iter().position(|a| *a == "create" || *a == "run") {
+            if let Some(id) = args.last() {
+                if i < args.len() - 1 {
+                    self.ids.borrow_mut().push(id.to_string());
+                }
+            }
+        }
+        let mut cmd = Command::new(shim());
+        cmd.env("DS01_RUNTIME_CONFIG", &self.settings)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(&self.log)
+            .arg("--log-format")
+            .arg("json")
+            .args(args);
+        if !creates {
+            tweak(&mut cmd);
+            return cmd.output().unwrap();
+        }
+        let n = unique("io");
+        let (out, err) = (self.tmp.path().join(format!("{n}.out")), self.tmp.path().join(format!("{n}.err")));
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap());
+        tweak(&mut cmd);
+        let status = cmd.status().unwrap();
+        Output { status, stdout: std::fs::read(&out).unwrap_or_default(), stderr: std::fs::read(&err).unwrap_or_default() }
+    }
+
+    /// Runs plain runc with the same --root.
+    pub fn runc(&self, args: &[&str]) -> Output {
+        Command::new("runc").arg("--root").arg(&self.root).args(args).output().unwrap()
+    }
+}
+
+impl Drop for Runc {
+    fn drop(&mut self) {
+        for id in self.ids.borrow().iter() {
+            let _ = self.runc(&["delete", "--force", id]);
+        }
+    }
+}
+
+/// stdout of a command, lossily.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr of a command, lossily.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Waits up to `secs` for `f` to return Some.
+pub fn wait_for<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Removes a test user's empty slice directories from every cgroup hierarchy (best effort).
+pub fn remove_slices(group: &str, user: &str) {
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else { return };
+    let mut roots: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    roots.push(PathBuf::from("/sys/fs/cgroup"));
+    for r in roots {
+        let _ = std::fs::remove_dir(r.join(format!("ds01.slice/ds01-{group}.slice/ds01-{group}-{user}.slice")));
+    }
+}

@@ -1,0 +1,110 @@
+//! config.json fidelity: whatever no modifier touches comes out exactly as it went in (keys,
+//! order, unknown and vendor fields, null vs absent, number spelling), over real engines' files.
+
+use std::path::Path;
+
+use ds01::create;
+use ds01::policy::Policy;
+use ds01::settings::{Settings, Unattributed};
+use serde_json::Value;
+
+const FIXTURES: &[&str] = &[
+    "docker-20.10-config.json",
+    "podman-4.3-config.json",
+    "runc-1.1-spec-config.json",
+    "cri-containerd-config.json",
+];
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// Strips whitespace outside strings: an independent minifier to compare serde's output with.
+/// The one normalization serde_json makes is an exponent's explicit `+` (`1e3` becomes `1e+3`,
+/// the same number for every JSON reader); the minifier writes it the same way.
+fn minify(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_str, mut esc, mut expect_sign) = (false, false, false);
+    for c in text.chars() {
+        if in_str {
+            out.push(c);
+            if esc {
+                esc = false;
+            } else if c == '\\' {
+                esc = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+            out.push(c);
+        } else if !c.is_whitespace() {
+            out.push(c);
+            if (c == 'e' || c == 'E') && out.len() >= 2 && out.as_bytes()[out.len() - 2].is_ascii_digit() {
+                out.pop();
+                out.push('e');
+                expect_sign = true;
+                continue;
+            }
+            if expect_sign && c.is_ascii_digit() {
+                out.insert(out.len() - 1, '+');
+            }
+        }
+        expect_sign = false;
+    }
+    out
+}
+
+#[test]
+fn unmodified_documents_serialize_byte_for_byte() {
+    for name in FIXTURES {
+        let text = std::fs::read_to_string(fixture(name)).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&v).unwrap(), minify(&text), "{name}");
+    }
+}
+
+#[test]
+fn pipeline_changes_only_what_it_owns() {
+    let policy = Policy::parse(
+        include_str!("../runtime-config/resource-limits.yaml"),
+        Path::new("/p.yaml"),
+        None,
+        Path::new("/o.yaml"),
+    )
+    .unwrap();
+    let mut settings = Settings::default();
+    settings.identity.unattributed = Unattributed::Place;
+    for name in FIXTURES {
+        let text = std::fs::read_to_string(fixture(name)).unwrap();
+        let original: Value = serde_json::from_str(&text).unwrap();
+        for systemd in [false, true] {
+            let plan = create::plan(&settings, &policy, &original, "cid", systemd, None).unwrap();
+            let mut out = plan.spec.clone();
+            // Undo exactly the owned changes; the rest must be the original, byte for byte.
+            let had_annotations = original.get("annotations").is_some();
+            let ann = out["annotations"].as_object_mut().unwrap();
+            for k in ["ds01.user", "ds01.group", "ds01.slice", "ds01.managed", "ds01.identity-source"] {
+                match original.get("annotations").and_then(|a| a.get(k)) {
+                    Some(v) => {
+                        ann.insert(k.into(), v.clone());
+                    }
+                    None => {
+                        ann.shift_remove(k);
+                    }
+                }
+            }
+            if !had_annotations {
+                out.as_object_mut().unwrap().shift_remove("annotations");
+            }
+            match original["linux"].get("cgroupsPath") {
+                Some(p) => out["linux"]["cgroupsPath"] = p.clone(),
+                None => {
+                    out["linux"].as_object_mut().unwrap().shift_remove("cgroupsPath");
+                }
+            }
+            assert_eq!(serde_json::to_string(&out).unwrap(), minify(&text), "{name} systemd={systemd}");
+            assert_ne!(plan.spec, original, "{name}: the pipeline must change something");
+        }
+    }
+}
