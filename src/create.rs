@@ -8,8 +8,9 @@ use serde_json::Value;
 
 use crate::argv::Invocation;
 use crate::bundle::Bundle;
+use crate::docker::{self, DockerMeta};
 use crate::error::{Error, Result};
-use crate::identity::{self, Clues, EngineMeta, Owner};
+use crate::identity::{self, Clues, Owner};
 use crate::modifiers::{self, Context, Note};
 use crate::policy::Policy;
 use crate::settings::Settings;
@@ -33,9 +34,9 @@ pub fn plan(
     original: &Value,
     container_id: &str,
     systemd_cgroup: bool,
-    engine: Option<&EngineMeta>,
+    docker: Option<&DockerMeta>,
 ) -> Result<Plan> {
-    let clues = Clues { spec: original, engine };
+    let clues = Clues { spec: original, engine: docker.map(|d| &d.engine) };
     let owner = identity::resolve(&settings.identity, policy, &clues, &users::to_login)?;
     let ctx = Context { container_id, owner: &owner, systemd_cgroup, scope_prefix: &settings.scope_prefix };
     let mut spec = original.clone();
@@ -46,6 +47,18 @@ pub fn plan(
 /// The bundle directory of a create: `--bundle`, else the current directory.
 pub fn bundle_dir(inv: &Invocation) -> PathBuf {
     inv.bundle.as_deref().filter(|b| !b.is_empty()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Set in the low-level runtime's environment after a create was patched, so that a chained
+/// runtime that calls `runc` (this shim, when interposed) passes the same create straight on.
+pub const DONE_ENV: &str = "DS01_RUNTIME_DONE";
+
+/// True when this create was already patched by an outer ds01-runtime in the chain.
+pub fn already_done(inv: &Invocation) -> bool {
+    match (std::env::var_os(DONE_ENV), inv.container_id.as_deref()) {
+        (Some(done), Some(id)) => done == id,
+        _ => false,
+    }
 }
 
 /// Everything `create` does before exec: returns the low-level runtime to exec.
@@ -61,9 +74,12 @@ pub fn prepare(inv: &Invocation, settings: &Settings) -> Result<PathBuf> {
         .ok_or_else(|| Error::failed("container id is not valid UTF-8"))?;
     let bundle = Bundle::load(&bundle_dir(inv))?;
     let policy = Policy::load(&settings.policy)?;
-    let plan = plan(settings, &policy, &bundle.spec, id, inv.systemd_cgroup, None)?;
+    let meta = docker::load(&settings.docker_root, id)?;
+    let plan = plan(settings, &policy, &bundle.spec, id, inv.systemd_cgroup, meta.as_ref())?;
     if plan.spec != bundle.spec {
         bundle.write(&plan.spec)?;
     }
+    // SAFETY-free in edition 2021; the process is single-threaded and execs next.
+    std::env::set_var(DONE_ENV, id);
     Ok(runtime)
 }

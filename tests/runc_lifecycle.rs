@@ -14,7 +14,8 @@ fn lifecycle_through_the_shim_lands_in_the_owner_slice() {
     }
     let rc = Runc::new("life", "");
     let user = unique("alice");
-    let bundle = busybox_bundle(&rc.tmp.path().join("b"), "cat /proc/self/cgroup; sleep 30", &[("ds01.user", &user)]);
+    let bundle =
+        busybox_bundle(&rc.tmp.path().join("b"), "cat /proc/self/cgroup; sleep 30", &[("ds01.user", &user)]);
     let id = unique("c");
     let out_file = rc.tmp.path().join("out.txt");
     let out = rc.shim_with(&["create", "--bundle", bundle.to_str().unwrap(), &id], |c| {
@@ -58,7 +59,11 @@ fn run_subcommand_is_patched() {
     let id = unique("r");
     let out = rc.shim(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains(&format!("ds01-student-{user}.slice/docker-{id}.scope")), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("ds01-student-{user}.slice/docker-{id}.scope")),
+        "{}",
+        stdout(&out)
+    );
     remove_slices("student", &user);
 }
 
@@ -73,7 +78,12 @@ fn pass_through_output_is_runcs_own() {
     let bundle = busybox_bundle(&rc.tmp.path().join("b"), "sleep 30", &[("ds01.user", &user)]);
     let id = unique("p");
     assert!(rc.shim(&["create", "--bundle", bundle.to_str().unwrap(), &id]).status.success());
-    for args in [vec!["state", id.as_str()], vec!["list", "--format", "json"], vec!["ps", id.as_str()], vec!["features"]] {
+    for args in [
+        vec!["state", id.as_str()],
+        vec!["list", "--format", "json"],
+        vec!["ps", id.as_str()],
+        vec!["features"],
+    ] {
         let ours = rc.shim(&args);
         let theirs = rc.runc(&args);
         assert_eq!(ours.status.code(), theirs.status.code(), "{args:?}");
@@ -118,8 +128,12 @@ fn assert_refused(rc: &Runc, bundle: &std::path::Path, id: &str, want: &str) {
     assert!(last["msg"].as_str().unwrap().contains(want));
     let t = last["time"].as_str().unwrap();
     assert!(t.len() >= 20 && t.ends_with('Z') && &t[4..5] == "-" && &t[10..11] == "T", "{t}");
-    let leftovers: Vec<_> = fs::read_dir(bundle).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
-    assert!(!leftovers.iter().any(|n| n.to_string_lossy().ends_with(".tmp")), "no temp file left: {leftovers:?}");
+    let leftovers: Vec<_> =
+        fs::read_dir(bundle).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(
+        !leftovers.iter().any(|n| n.to_string_lossy().ends_with(".tmp")),
+        "no temp file left: {leftovers:?}"
+    );
 }
 
 #[test]
@@ -179,7 +193,11 @@ fn unattributed_containers_follow_the_policy() {
     let id = unique("n");
     let out = rc.shim(&["run", "--bundle", b.to_str().unwrap(), &id]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains(&format!("/ds01.slice/ds01-unattributed.slice/docker-{id}.scope")), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("/ds01.slice/ds01-unattributed.slice/docker-{id}.scope")),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let inv = argv::scan(&args);
     let located = settings::locate(&inv);
-    let err: Error = if inv.is_create(&args) && inv.container_id.is_some() {
+    let err: Error = if inv.is_create(&args) && inv.container_id.is_some() && !create::already_done(&inv) {
         match Settings::load(&located).and_then(|s| create::prepare(&inv, &s)) {
             Ok(runtime) => passthrough::exec_runtime(&runtime, &inv, &args, &Execv),
             Err(e) => e,

@@ -31,11 +31,7 @@ pub fn require_runc() -> bool {
 
 /// The first `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
 }
 
 /// The shim built by cargo for this test run.
@@ -92,8 +88,10 @@ pub fn busybox_bundle(dir: &Path, script: &str, annotations: &[(&str, &str)]) ->
     spec["process"]["terminal"] = false.into();
     spec["process"]["args"] = serde_json::json!(["sh", "-c", script]);
     if !annotations.is_empty() {
-        let ann: serde_json::Map<String, serde_json::Value> =
-            annotations.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string()))).collect();
+        let ann: serde_json::Map<String, serde_json::Value> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect();
         spec["annotations"] = serde_json::Value::Object(ann);
     }
     std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
@@ -168,7 +166,11 @@ impl Runc {
             .stderr(std::fs::File::create(&err).unwrap());
         tweak(&mut cmd);
         let status = cmd.status().unwrap();
-        Output { status, stdout: std::fs::read(&out).unwrap_or_default(), stderr: std::fs::read(&err).unwrap_or_default() }
+        Output {
+            status,
+            stdout: std::fs::read(&out).unwrap_or_default(),
+            stderr: std::fs::read(&err).unwrap_or_default(),
+        }
     }
 
     /// Runs plain runc with the same --root.
@@ -215,6 +217,7 @@ pub fn remove_slices(group: &str, user: &str) {
     let mut roots: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     roots.push(PathBuf::from("/sys/fs/cgroup"));
     for r in roots {
-        let _ = std::fs::remove_dir(r.join(format!("ds01.slice/ds01-{group}.slice/ds01-{group}-{user}.slice")));
+        let _ =
+            std::fs::remove_dir(r.join(format!("ds01.slice/ds01-{group}.slice/ds01-{group}-{user}.slice")));
     }
 }
