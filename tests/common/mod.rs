@@ -138,7 +138,7 @@ impl Runc {
     /// Like `shim`, after `tweak` adjusts the command. A `create` hands its stdio to the
     /// container, so its output goes through files (a pipe would stay open while it lives).
     pub fn shim_with(&self, args: &[&str], tweak: impl FnOnce(&mut Command)) -> Output {
-        let creates = args.iter().any(|a| *a == "create");
+        let creates = args.contains(&"create");
         if let Some(i) = args.iter().position(|a| *a == "create" || *a == "run") {
             if let Some(id) = args.last() {
                 if i < args.len() - 1 {
