@@ -1,76 +1,91 @@
 #!/usr/bin/env bash
-# The try-out: on a fresh Debian machine, as root. Installs what is missing, builds ds01-runtime,
-# and runs a few containers as demo users of different groups through the shim in front of the
-# real runc, showing where each landed and what it carries. Everything it makes lives in one
-# temp directory and is removed at the end; the machine's own Docker and /etc are not touched.
+# The try-out. On a fresh Debian machine, as root:
+#   install/try.sh
+# installs what is missing, builds ds01-runtime, starts a private Docker engine (its own data
+# root, exec root, socket and daemon.json) with the runtime registered as the default, runs
+# containers as demo users of different groups, shows where each landed and what it carries,
+# and stops everything it started. The machine's own Docker and /etc are never touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "try.sh: run as root (it starts containers)"; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "try.sh: run as root (it starts a Docker engine)"; exit 1; }
 
 need=()
-command -v runc >/dev/null || need+=(runc)
-command -v jq >/dev/null || need+=(jq)
+for p in runc:runc dockerd:docker.io containerd:containerd jq:jq tar:tar; do
+  command -v "${p%%:*}" >/dev/null || need+=("${p#*:}")
+done
 [ -x /bin/busybox ] || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-echo "== building"
+echo "== building ds01-runtime"
 cargo build --release --quiet
 SHIM=$PWD/target/release/ds01-runtime
 
-T=$(mktemp -d /tmp/ds01-try.XXXXXX)
-ROOT=$T/runc-root
+T=$(mktemp -d /tmp/ds01try.XXXXXX)
+SOCK=$T/docker.sock
+docker_() { docker -H "unix://$SOCK" "$@"; }
 cleanup() {
-  for c in $(runc --root "$ROOT" list -q 2>/dev/null); do runc --root "$ROOT" delete --force "$c" >/dev/null 2>&1 || true; done
+  echo "== stopping the private engine and removing $T"
+  for c in $(docker_ ps -aq 2>/dev/null); do docker_ rm -f "$c" >/dev/null 2>&1 || true; done
+  [ -f "$T/docker.pid" ] && kill "$(cat "$T/docker.pid")" 2>/dev/null || true
+  for _ in $(seq 50); do [ -e "$T/docker.pid" ] || break; sleep 0.2; done
+  grep -o " $T[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "$T"
 }
 trap cleanup EXIT
 
-echo "== settings and policy in $T (demo users: alice and bob are students, rita is a researcher)"
+echo "== policy: alice and bob are students, rita is a researcher, datasciencelab is an admin"
 mkdir -p "$T/etc/groups"
-cp runtime-config/resource-limits.yaml "$T/etc/"
-printf 'alice\nbob\n' > "$T/etc/groups/student.members"
-printf 'rita\n' > "$T/etc/groups/researcher.members"
+cp runtime-config/resource-limits.yaml runtime-config/user-overrides.yaml "$T/etc/"
+cp runtime-config/groups/*.members "$T/etc/groups/"
+printf 'alice\nbob\n' >> "$T/etc/groups/student.members"
+printf 'rita\n' >> "$T/etc/groups/researcher.members"
 cat > "$T/etc/runtime.yaml" <<YAML
 low_level_runtime: runc
 policy: resource-limits.yaml
 state_dir: $T/state
 audit_log: $T/events.jsonl
+docker_root: $T/data
 identity:
   unattributed: refuse
 YAML
-export DS01_RUNTIME_CONFIG=$T/etc/runtime.yaml
+jq -n --arg shim "$SHIM" --arg cfg "--ds01-config=$T/etc/runtime.yaml" \
+  '{runtimes: {ds01: {path: $shim, runtimeArgs: [$cfg]}}, "default-runtime": "ds01"}' > "$T/daemon.json"
+echo "   daemon.json:"; sed 's/^/     /' "$T/daemon.json"
 
-mkdir -p "$T/rootfs/bin" && cp /bin/busybox "$T/rootfs/bin/" && ln -s busybox "$T/rootfs/bin/sh" && ln -s busybox "$T/rootfs/bin/grep"
-(cd "$T" && runc spec)
-jq '.process.terminal = false | .process.args = ["sh", "-c", "grep memory /proc/self/cgroup"]' \
-  "$T/config.json" > "$T/pristine.json"
+echo "== starting a private dockerd (socket $SOCK)"
+dockerd --data-root "$T/data" --exec-root "$T/exec" -H "unix://$SOCK" --pidfile "$T/docker.pid" \
+  --config-file "$T/daemon.json" --bridge=none --iptables=false --ip6tables=false >"$T/dockerd.log" 2>&1 &
+for _ in $(seq 100); do docker_ info >/dev/null 2>&1 && break; sleep 0.3; done
+docker_ info >/dev/null 2>&1 || { echo "dockerd did not start:"; tail -20 "$T/dockerd.log"; exit 1; }
 
-bundle_for() { # user (empty: no owner)
-  if [ -n "$1" ]; then
-    jq --arg u "$1" '.annotations = {"ds01.user": $u}' "$T/pristine.json" > "$T/config.json"
-  else
-    cp "$T/pristine.json" "$T/config.json"
-  fi
-}
-run_as() { # user container-id
-  bundle_for "$1"
-  "$SHIM" --root "$ROOT" run --bundle "$T" "$2"
-}
+mkdir -p "$T/img/bin" && cp /bin/busybox "$T/img/bin/"
+for t in sh cat grep sleep; do ln -s busybox "$T/img/bin/$t"; done
+tar -C "$T/img" -c . | docker_ import - ds01-demo:busybox >/dev/null
+echo "   image ds01-demo:busybox imported from busybox-static"
 
-for u in alice rita bob; do
+show() { # how, docker run args...
+  local how=$1; shift
   echo
-  echo "== $u: ds01-runtime run (annotation ds01.user=$u)"
-  echo -n "   inside the container: " && run_as "$u" "try-$u"
-done
+  echo "== $how"
+  echo "   \$ docker run $*"
+  local id
+  id=$(docker_ run -d "$@" ds01-demo:busybox sleep 60) || return 0
+  echo -n "   inside: " && docker_ exec "$id" grep memory /proc/1/cgroup
+  echo -n "   annotations: "
+  runc --root "$T/exec/runtime-runc/moby" state "$id" | jq -c '.annotations | with_entries(select(.key | startswith("ds01.")))'
+  docker_ rm -f "$id" >/dev/null
+}
+show "alice, by DS01's name convention <name>._.<user>" --name "notebook._.alice"
+show "rita, by label" --label ds01.user=rita
+show "a uid in the name, resolved through the user database (65534 is 'nobody')" --name "train._.65534"
 echo
-echo "== a container nobody owns is refused with one line:"
-run_as "" try-nobody || true
+echo "== a container nobody owns is refused, and docker run says why:"
+echo "   \$ docker run ds01-demo:busybox true"
+docker_ run --rm ds01-demo:busybox true 2>&1 | sed 's/^/   /' || true
 echo
-echo "== annotations runc keeps for a container (runc state):"
-bundle_for rita
-"$SHIM" --root "$ROOT" create --bundle "$T" try-state </dev/null >/dev/null 2>&1
-"$SHIM" --root "$ROOT" state try-state | grep -A6 '"annotations"'
+echo "== a label that contradicts the name is refused too:"
+echo "   \$ docker run --label ds01.user=alice --name x._.bob ds01-demo:busybox true"
+docker_ run --rm --label ds01.user=alice --name x._.bob ds01-demo:busybox true 2>&1 | sed 's/^/   /' || true
 echo
-echo "== done; cleaning up"

@@ -2,6 +2,8 @@
 //! running the freshly built shim against real runc.
 #![allow(dead_code)]
 
+pub mod dockerd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -50,7 +52,12 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let base = std::env::var_os("DS01_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-        let p = base.join(format!("ds01-{tag}-{}-{}", std::process::id(), nanos()));
+        TempDir::in_dir(&base, &format!("ds01-{tag}"))
+    }
+
+    /// A short-named temp dir under `base` (socket paths must stay under 108 bytes).
+    pub fn in_dir(base: &Path, tag: &str) -> TempDir {
+        let p = base.join(format!("{tag}-{}", nanos() % 100_000_000));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }

@@ -1,0 +1,189 @@
+//! A private Docker engine for tests: its own data root, exec root, socket, pidfile and
+//! daemon.json registering the freshly built shim; never the machine's own daemon or
+//! /etc/docker. Stopped and cleaned on drop, also when the test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use super::*;
+
+/// How to start the engine.
+#[derive(Default)]
+pub struct Opts<'a> {
+    /// Make ds01 the default runtime.
+    pub default_runtime: bool,
+    /// Put the shim on dockerd's PATH as `runc`, ahead of the real one.
+    pub interpose: bool,
+    /// Extra YAML for the runtime's settings.
+    pub settings_extra: &'a str,
+    /// Extra daemon.json keys.
+    pub daemon_extra: Option<serde_json::Value>,
+}
+
+/// A running private dockerd.
+pub struct Dockerd {
+    pub tmp: TempDir,
+    pub sock: PathBuf,
+    pub settings: PathBuf,
+    pub data_root: PathBuf,
+    pub exec_root: PathBuf,
+    child: Option<Child>,
+}
+
+/// Root, docker.io, runc and busybox-static.
+pub fn require_docker() -> bool {
+    require_runc()
+        && require(which("dockerd").is_some(), "needs dockerd (apt-get install docker.io)")
+        && require(which("docker").is_some(), "needs the docker CLI (apt-get install docker.io)")
+        && require(which("containerd").is_some(), "needs containerd (apt-get install containerd)")
+}
+
+impl Dockerd {
+    /// Starts dockerd and imports the busybox image `ds01-busybox:test`.
+    pub fn start(tag: &str, opts: Opts) -> Dockerd {
+        let tmp = TempDir::in_dir(Path::new("/tmp"), &format!("d01{tag}"));
+        let dir = tmp.path().to_path_buf();
+        let settings =
+            settings(&dir, &format!("docker_root: {}/data\n{}", dir.display(), opts.settings_extra));
+        std::fs::write(dir.join("policy/groups/researcher.members"), "rita\n").unwrap();
+        let mut daemon = serde_json::json!({
+            "runtimes": {"ds01": {"path": shim(), "runtimeArgs": [format!("--ds01-config={}", settings.display())]}}
+        });
+        if opts.default_runtime {
+            daemon["default-runtime"] = "ds01".into();
+        }
+        if let Some(serde_json::Value::Object(extra)) = opts.daemon_extra {
+            for (k, v) in extra {
+                daemon[k] = v;
+            }
+        }
+        std::fs::write(dir.join("daemon.json"), serde_json::to_vec_pretty(&daemon).unwrap()).unwrap();
+        let mut path = std::env::var("PATH").unwrap_or_default();
+        if opts.interpose {
+            let bin = dir.join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::os::unix::fs::symlink(shim(), bin.join("runc")).unwrap();
+            path = format!("{}:{path}", bin.display());
+        }
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let sock = dir.join("docker.sock");
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .arg("--config-file")
+            .arg(dir.join("daemon.json"))
+            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .env("PATH", &path)
+            .env("DS01_RUNTIME_CONFIG", &settings)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let d = Dockerd {
+            data_root: dir.join("data"),
+            exec_root: dir.join("exec"),
+            tmp,
+            sock,
+            settings,
+            child: Some(child),
+        };
+        let up = wait_for(60, || {
+            d.docker(&["info", "--format", "{{.ServerVersion}}"]).status.success().then_some(())
+        });
+        if up.is_none() {
+            panic!(
+                "private dockerd did not come up: {}",
+                std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
+            );
+        }
+        d.import_busybox();
+        d
+    }
+
+    /// Runs the docker CLI against this engine.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn import_busybox(&self) {
+        let rootfs = self.tmp.path().join("img");
+        let bin = rootfs.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+        for tool in ["sh", "cat", "sleep", "ls", "head", "grep", "echo", "true", "wc", "id"] {
+            std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
+        }
+        let tar = self.tmp.path().join("img.tar");
+        let ok = Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg(".").status().unwrap();
+        assert!(ok.success());
+        let o = self.docker(&["import", tar.to_str().unwrap(), "ds01-busybox:test"]);
+        assert!(o.status.success(), "docker import: {}", stderr(&o));
+    }
+
+    /// The log of the engine, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let ids = self.docker(&["ps", "-aq"]);
+        for id in stdout(&ids).split_whitespace() {
+            let _ = self.docker(&["rm", "-f", id]);
+        }
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let stopped = wait_for(20, || child.try_wait().ok().flatten());
+            if stopped.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        // Anything left that still names our directory (a containerd or shim of a killed engine).
+        let me = self.tmp.path().to_string_lossy().into_owned();
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
+                let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmd).contains(&me) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        unmount_below(self.tmp.path());
+    }
+}
+
+/// Lazily unmounts every mount point below `dir`, deepest first.
+pub fn unmount_below(dir: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for m in points {
+        let _ = nix::mount::umount2(Path::new(&m), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
