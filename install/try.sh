@@ -26,12 +26,16 @@ T=$(mktemp -d /tmp/ds01try.XXXXXX)
 SOCK=$T/docker.sock
 docker_() { docker -H "unix://$SOCK" "$@"; }
 cleanup() {
+  set +e
   echo "== stopping the private engine and removing $T"
   for c in $(docker_ ps -aq 2>/dev/null); do docker_ rm -f "$c" >/dev/null 2>&1 || true; done
-  [ -f "$T/docker.pid" ] && kill "$(cat "$T/docker.pid")" 2>/dev/null || true
-  for _ in $(seq 50); do [ -e "$T/docker.pid" ] || break; sleep 0.2; done
-  grep -o " $T[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  rm -rf "$T"
+  if [ -n "${DOCKERD_PID:-}" ]; then
+    kill "$DOCKERD_PID" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$DOCKERD_PID" 2>/dev/null || true
+  fi
+  { grep -o " $T[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m"; done; } 2>/dev/null
+  rm -rf "$T" 2>/dev/null || { sleep 1; rm -rf "$T"; }
 }
 trap cleanup EXIT
 
@@ -57,6 +61,7 @@ echo "   daemon.json:"; sed 's/^/     /' "$T/daemon.json"
 echo "== starting a private dockerd (socket $SOCK)"
 dockerd --data-root "$T/data" --exec-root "$T/exec" -H "unix://$SOCK" --pidfile "$T/docker.pid" \
   --config-file "$T/daemon.json" --bridge=none --iptables=false --ip6tables=false >"$T/dockerd.log" 2>&1 &
+DOCKERD_PID=$!
 for _ in $(seq 100); do docker_ info >/dev/null 2>&1 && break; sleep 0.3; done
 docker_ info >/dev/null 2>&1 || { echo "dockerd did not start:"; tail -20 "$T/dockerd.log"; exit 1; }
 
