@@ -1,8 +1,11 @@
-//! The create pipeline: load bundle, resolve owner, run the modifiers, write atomically; the
-//! caller then execs the low-level runtime.
+//! The create pipeline: load bundle, resolve owner, decide GPUs, run the modifiers, write
+//! atomically; the caller then execs the low-level runtime. A create that asks for GPUs runs
+//! under the allocation lock from decision to bundle write, and records its allocation only
+//! when the bundle was written: a refusal or failure at any step leaks nothing.
 
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -10,10 +13,15 @@ use crate::argv::Invocation;
 use crate::bundle::Bundle;
 use crate::docker::{self, DockerMeta};
 use crate::error::{Error, Result};
+use crate::gpu::alloc::{self, Quota, Unit, Who};
+use crate::gpu::inventory::{self, Node};
+use crate::gpu::request::{self, Request};
+use crate::gpu::store::{HostWorld, Store};
+use crate::gpu::Gpu;
 use crate::identity::{self, Clues, Owner};
-use crate::modifiers::{self, Context, Note};
-use crate::policy::Policy;
-use crate::settings::Settings;
+use crate::modifiers::{self, Context, GpuGrant, Granted, GuardInput, Note};
+use crate::policy::{Nullable, Policy};
+use crate::settings::{GpuSettings, Settings};
 use crate::users;
 
 /// The outcome of running the pipeline over a spec, before anything is written.
@@ -25,28 +33,225 @@ pub struct Plan {
     pub owner: Owner,
     /// What changed and why.
     pub notes: Vec<Note>,
+    /// UUIDs of the GPUs allocated.
+    pub gpus: Vec<String>,
 }
 
-/// Runs identity resolution and every modifier over a copy of `original`; writes nothing.
-pub fn plan(
-    settings: &Settings,
-    policy: &Policy,
-    original: &Value,
-    container_id: &str,
-    systemd_cgroup: bool,
-    docker: Option<&DockerMeta>,
-) -> Result<Plan> {
-    let clues = Clues { spec: original, engine: docker.map(|d| &d.engine) };
-    let owner = identity::resolve(&settings.identity, policy, &clues, &users::to_login)?;
-    let ctx = Context { container_id, owner: &owner, systemd_cgroup, scope_prefix: &settings.scope_prefix };
-    let mut spec = original.clone();
+/// Everything the pipeline reads about one create.
+pub struct CreateInput<'a> {
+    /// Settings.
+    pub settings: &'a Settings,
+    /// Policy.
+    pub policy: &'a Policy,
+    /// The bundle's config.json as loaded.
+    pub original: &'a Value,
+    /// The bundle directory.
+    pub bundle_dir: &'a Path,
+    /// Container id.
+    pub container_id: &'a str,
+    /// `--systemd-cgroup`.
+    pub systemd_cgroup: bool,
+    /// Docker's metadata, if Docker created it.
+    pub docker: Option<&'a DockerMeta>,
+}
+
+/// Decides GPUs for an owner; returns the units granted (empty for none).
+pub type Allocator<'x> = dyn FnMut(&Owner, &Request, &Quota) -> Result<Vec<Unit>> + 'x;
+
+/// Runs identity resolution, the GPU decision and every modifier over a copy of the spec.
+pub fn plan(r: &CreateInput, inventory: &[Gpu], allocate: &mut Allocator) -> Result<Plan> {
+    let s = r.settings;
+    let clues = Clues { spec: r.original, engine: r.docker.map(|d| &d.engine) };
+    let owner = identity::resolve(&s.identity, r.policy, &clues, &users::to_login)?;
+    let (req, source) = request::find(r.original, r.docker, s.gpu.env_is_request)?;
+    let units = if req == Request::None {
+        Vec::new()
+    } else {
+        if owner.user.is_none() {
+            return Err(Error::refused(format!("GPUs requested ({source}) by a container with no owner")));
+        }
+        allocate(&owner, &req, &quota(r.policy, &owner))?
+    };
+    let grant = grant(&s.gpu, inventory, &units)?;
+    let guard = guard_input(r, &owner);
+    let ctx = Context {
+        container_id: r.container_id,
+        owner: &owner,
+        systemd_cgroup: r.systemd_cgroup,
+        scope_prefix: &s.scope_prefix,
+        gpus: &grant,
+        guard: &guard,
+    };
+    let mut spec = r.original.clone();
     let notes = modifiers::apply_all(&modifiers::pipeline(), &mut spec, &ctx)?;
-    Ok(Plan { spec, owner, notes })
+    Ok(Plan { spec, owner, notes, gpus: units.into_iter().map(|u| u.uuid).collect() })
+}
+
+/// The owner's GPU limits; admins have none. Missing keys take DS01's own defaults (1 per
+/// container, 1 per user, no full GPUs, no hold).
+pub fn quota(policy: &Policy, owner: &Owner) -> Quota {
+    let (Some(user), Some(group)) = (owner.user.as_deref(), owner.group.as_deref()) else {
+        return Quota {
+            per_container: Some((0, "no owner".into())),
+            per_user: Some(0),
+            allow_full: false,
+            hold_secs: Some(0),
+        };
+    };
+    if policy.is_admin(user) {
+        return Quota {
+            per_container: None,
+            per_user: None,
+            allow_full: true,
+            hold_secs: hold(policy, user, group),
+        };
+    }
+    let pc = policy.resolve(user, group, |l| &l.max_mig_per_container);
+    let per_container = match pc.value {
+        Nullable::Value(n) => Some((n, pc.origin.to_string())),
+        Nullable::Unlimited => None,
+        Nullable::Unset => Some((1, "DS01's default".into())),
+    };
+    let total = match policy.resolve(user, group, |l| &l.max_mig_instances).value {
+        Nullable::Value(n) => Some(n),
+        Nullable::Unlimited => None,
+        Nullable::Unset => Some(1),
+    };
+    let agg = policy.aggregate(user, group).and_then(|(_, a)| a.gpu_limit.value().copied());
+    let per_user = match (total, agg) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let allow_full = match policy.resolve(user, group, |l| &l.allow_full_gpu).value {
+        Nullable::Value(b) => b,
+        Nullable::Unlimited => true,
+        Nullable::Unset => false,
+    };
+    Quota { per_container, per_user, allow_full, hold_secs: hold(policy, user, group) }
+}
+
+fn hold(policy: &Policy, user: &str, group: &str) -> Option<u64> {
+    match policy.resolve(user, group, |l| &l.gpu_hold_after_stop).value {
+        Nullable::Value(d) => Some(d.secs),
+        Nullable::Unlimited => None,
+        Nullable::Unset => Some(0),
+    }
+}
+
+/// The device nodes of the granted units, read from the host's nodes.
+fn grant(s: &GpuSettings, inv: &[Gpu], units: &[Unit]) -> Result<GpuGrant> {
+    let mut devices = Vec::new();
+    for u in units {
+        let g = &inv[u.gpu];
+        let rel = format!("nvidia{}", g.minor);
+        let mut nodes = vec![inventory::node(&s.dev_root, &rel).ok_or_else(|| {
+            Error::failed(format!(
+                "GPU {} ({}): device node {} is missing",
+                g.index,
+                g.uuid,
+                s.dev_root.join(&rel).display()
+            ))
+        })?];
+        if let Some(m) = u.mig {
+            for cap in &g.migs[m].caps {
+                let rel = cap.trim_start_matches("/dev/");
+                let n: Node = inventory::node(&s.dev_root, rel).ok_or_else(|| {
+                    Error::failed(format!(
+                        "MIG {}: device node {} is missing",
+                        u.uuid,
+                        s.dev_root.join(rel).display()
+                    ))
+                })?;
+                nodes.push(n);
+            }
+        }
+        devices.push(Granted { uuid: u.uuid.clone(), nodes });
+    }
+    let (control, majors) = if devices.is_empty() {
+        (Vec::new(), inventory::nvidia_majors(&s.dev_root))
+    } else {
+        (inventory::control_nodes(&s.dev_root), inventory::nvidia_majors(&s.dev_root))
+    };
+    Ok(GpuGrant { devices, control, majors })
+}
+
+/// What the guard checks against, gathered from the settings, the engine and the filesystem.
+fn guard_input(r: &CreateInput, owner: &Owner) -> GuardInput {
+    let s = r.settings;
+    let id = r.container_id;
+    let privileged = r.docker.is_some_and(|d| d.host.privileged)
+        || crate::spec::annotation(r.original, "io.podman.annotations.privileged")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let trusted_admin = owner.user.as_deref().is_some_and(|u| r.policy.is_admin(u))
+        && owner.source.is_some_and(|src| s.identity.trusted_for_admin.contains(&src));
+    let allow = s
+        .guard
+        .bind_allow
+        .iter()
+        .filter_map(|root| match (&owner.user, root.contains("{user}")) {
+            (_, false) => Some(PathBuf::from(root)),
+            (Some(u), true) => Some(PathBuf::from(root.replace("{user}", u))),
+            (None, true) => None,
+        })
+        .collect();
+    let dir_of = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let mut protected: Vec<(PathBuf, &'static str)> =
+        ["/etc", "/usr", "/boot", "/proc", "/sys", "/dev", "/bin", "/sbin", "/lib", "/lib64", "/root"]
+            .iter()
+            .map(|p| (PathBuf::from(p), "a system folder"))
+            .collect();
+    for p in [
+        "/var/lib/docker",
+        "/var/lib/containerd",
+        "/run/containerd",
+        "/var/lib/containers",
+        "/run/containers",
+    ] {
+        protected.push((PathBuf::from(p), "the container engine's own data"));
+    }
+    protected.push((s.docker_root.clone(), "the container engine's own data"));
+    for p in [
+        "/run/docker.sock",
+        "/var/run/docker.sock",
+        "/run/docker",
+        "/var/run/docker",
+        "/run/podman",
+        "/run/runc",
+    ] {
+        protected.push((PathBuf::from(p), "a container engine's socket or state"));
+    }
+    for p in [dir_of(&s.policy), s.state_dir.clone(), dir_of(&s.audit_log)] {
+        protected.push((p, "ds01-runtime's own settings, state or log"));
+    }
+    let mut engine_own = vec![
+        s.docker_root.join("containers").join(id),
+        s.docker_root.join("volumes"),
+        PathBuf::from(format!("/var/lib/containers/storage/overlay-containers/{id}")),
+        PathBuf::from(format!("/run/containers/storage/overlay-containers/{id}")),
+        PathBuf::from("/var/lib/containers/storage/volumes"),
+    ];
+    if let Ok(b) = r.bundle_dir.canonicalize() {
+        engine_own.push(b);
+    }
+    let resolved = crate::spec::get(r.original, &["mounts"])
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("source").and_then(Value::as_str))
+        .filter(|src| src.starts_with('/'))
+        .filter_map(|src| Path::new(src).canonicalize().ok().map(|p| (src.to_owned(), p)))
+        .collect();
+    GuardInput { privileged, trusted_admin, allow, protected, engine_own, resolved }
 }
 
 /// The bundle directory of a create: `--bundle`, else the current directory.
 pub fn bundle_dir(inv: &Invocation) -> PathBuf {
     inv.bundle.as_deref().filter(|b| !b.is_empty()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// runc's state root for this call (`--root`, else runc's default).
+pub fn runc_root(inv: &Invocation) -> String {
+    inv.root.as_deref().map(|r| r.to_string_lossy().into_owned()).unwrap_or_else(|| "/run/runc".into())
 }
 
 /// Set in the low-level runtime's environment after a create was patched, so that a chained
@@ -61,6 +266,10 @@ pub fn already_done(inv: &Invocation) -> bool {
     }
 }
 
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
 /// Everything `create` does before exec: returns the low-level runtime to exec.
 pub fn prepare(inv: &Invocation, settings: &Settings) -> Result<PathBuf> {
     let runtime = crate::exec::resolve_runtime(
@@ -72,14 +281,52 @@ pub fn prepare(inv: &Invocation, settings: &Settings) -> Result<PathBuf> {
         .as_deref()
         .and_then(OsStr::to_str)
         .ok_or_else(|| Error::failed("container id is not valid UTF-8"))?;
-    let bundle = Bundle::load(&bundle_dir(inv))?;
+    let dir = bundle_dir(inv);
+    let bundle = Bundle::load(&dir)?;
     let policy = Policy::load(&settings.policy)?;
     let meta = docker::load(&settings.docker_root, id)?;
-    let plan = plan(settings, &policy, &bundle.spec, id, inv.systemd_cgroup, meta.as_ref())?;
-    if plan.spec != bundle.spec {
-        bundle.write(&plan.spec)?;
+    let r = CreateInput {
+        settings,
+        policy: &policy,
+        original: &bundle.spec,
+        bundle_dir: &dir,
+        container_id: id,
+        systemd_cgroup: inv.systemd_cgroup,
+        docker: meta.as_ref(),
+    };
+    let (req, _) = request::find(&bundle.spec, meta.as_ref(), settings.gpu.env_is_request)?;
+    if req == Request::None {
+        let plan = plan(&r, &[], &mut |_, _, _| Ok(Vec::new()))?;
+        if plan.spec != bundle.spec {
+            bundle.write(&plan.spec)?;
+        }
+    } else {
+        let inv_gpus = inventory::load(&settings.gpu, &settings.state_dir)?;
+        let mig_per_gpu = policy.file.gpu_allocation.mig_instances_per_gpu;
+        let world = HostWorld { docker_root: settings.docker_root.clone() };
+        let store = Store::new(&settings.state_dir);
+        let now = now_secs();
+        store.locked(|state| {
+            alloc::reconcile(state, now, &world);
+            let mut allocate = |owner: &Owner, req: &Request, q: &Quota| {
+                let who = Who {
+                    container: id.to_owned(),
+                    name: meta.as_ref().and_then(|m| m.engine.name.clone()),
+                    owner: owner.user.clone().unwrap_or_default(),
+                    group: owner.group.clone().unwrap_or_default(),
+                    pid: std::process::id(),
+                    runc_root: runc_root(inv),
+                    docker: meta.is_some(),
+                };
+                let pool = alloc::Pool { inv: &inv_gpus, mig_per_gpu, exclusive: settings.gpu.exclusive };
+                alloc::decide(state, pool, req, &who, q, now)
+            };
+            let plan = plan(&r, &inv_gpus, &mut allocate)?;
+            bundle.write(&plan.spec)?;
+            Ok(((), true))
+        })?;
     }
-    // SAFETY-free in edition 2021; the process is single-threaded and execs next.
+    // Edition 2021: set_var is safe; the process is single-threaded and execs next.
     std::env::set_var(DONE_ENV, id);
     Ok(runtime)
 }

@@ -116,6 +116,77 @@ pub struct Settings {
     pub scope_prefix: String,
     /// Owner resolution.
     pub identity: IdentitySettings,
+    /// GPU inventory and requests.
+    pub gpu: GpuSettings,
+    /// Host access guard.
+    pub guard: GuardSettings,
+}
+
+/// Where the GPU inventory comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InventorySource {
+    /// NVML, else /proc/driver/nvidia, else the static list.
+    Auto,
+    /// NVML only.
+    Nvml,
+    /// /proc/driver/nvidia/gpus/*/information and the /dev/nvidia<N> nodes.
+    Proc,
+    /// The `static` list below.
+    Static,
+}
+
+/// GPU settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuSettings {
+    /// Inventory source.
+    pub inventory: InventorySource,
+    /// NVML library (soname or path).
+    pub nvml_library: String,
+    /// Where the NVIDIA device nodes are (`/dev`; tests point it at a fake tree).
+    pub dev_root: PathBuf,
+    /// The NVIDIA driver's proc tree.
+    pub proc_root: PathBuf,
+    /// A static inventory, for hosts without NVML or /proc.
+    #[serde(rename = "static")]
+    pub static_gpus: Vec<crate::gpu::Gpu>,
+    /// Treat NVIDIA_VISIBLE_DEVICES in the container's env as a request (CUDA images carry
+    /// NVIDIA_VISIBLE_DEVICES=all, so by default it is not).
+    pub env_is_request: bool,
+    /// No GPU or MIG instance is handed to two containers at once.
+    pub exclusive: bool,
+    /// Directories searched for an NVIDIA CDI spec.
+    pub cdi_dirs: Vec<PathBuf>,
+}
+
+impl Default for GpuSettings {
+    fn default() -> Self {
+        GpuSettings {
+            inventory: InventorySource::Auto,
+            nvml_library: "libnvidia-ml.so.1".into(),
+            dev_root: "/dev".into(),
+            proc_root: "/proc/driver/nvidia".into(),
+            static_gpus: Vec::new(),
+            env_is_request: false,
+            exclusive: true,
+            cdi_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
+        }
+    }
+}
+
+/// Host access guard: which host paths containers may bind-mount.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardSettings {
+    /// Roots a bind mount's source may be under; `{user}` is the owner's name.
+    pub bind_allow: Vec<String>,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        GuardSettings { bind_allow: vec!["/home/{user}".into(), "/data".into(), "/scratch".into()] }
+    }
 }
 
 impl Default for Settings {
@@ -128,6 +199,8 @@ impl Default for Settings {
             docker_root: "/var/lib/docker".into(),
             scope_prefix: "docker".into(),
             identity: IdentitySettings::default(),
+            gpu: GpuSettings::default(),
+            guard: GuardSettings::default(),
         }
     }
 }
@@ -163,7 +236,14 @@ impl Settings {
             return Err(bad(&"low_level_runtime is empty"));
         }
         let base = path.parent().unwrap_or(Path::new("/"));
-        for p in [&mut s.policy, &mut s.state_dir, &mut s.audit_log, &mut s.docker_root] {
+        for p in [
+            &mut s.policy,
+            &mut s.state_dir,
+            &mut s.audit_log,
+            &mut s.docker_root,
+            &mut s.gpu.dev_root,
+            &mut s.gpu.proc_root,
+        ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

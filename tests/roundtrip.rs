@@ -79,7 +79,16 @@ fn pipeline_changes_only_what_it_owns() {
         let text = std::fs::read_to_string(fixture(name)).unwrap();
         let original: Value = serde_json::from_str(&text).unwrap();
         for systemd in [false, true] {
-            let plan = create::plan(&settings, &policy, &original, "cid", systemd, None).unwrap();
+            let input = create::CreateInput {
+                settings: &settings,
+                policy: &policy,
+                original: &original,
+                bundle_dir: Path::new("/nonexistent"),
+                container_id: "cid",
+                systemd_cgroup: systemd,
+                docker: None,
+            };
+            let plan = create::plan(&input, &[], &mut |_, _, _| Ok(Vec::new())).unwrap();
             let mut out = plan.spec.clone();
             // Undo exactly the owned changes; the rest must be the original, byte for byte.
             let had_annotations = original.get("annotations").is_some();

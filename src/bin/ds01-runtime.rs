@@ -6,7 +6,7 @@ use ds01::clock::{Clock, SystemClock};
 use ds01::error::Error;
 use ds01::exec::Execv;
 use ds01::settings::{self, Settings};
-use ds01::{argv, create, passthrough, runtime_log};
+use ds01::{argv, create, lifecycle, passthrough, runtime_log};
 
 fn main() {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -18,6 +18,9 @@ fn main() {
             Err(e) => e,
         }
     } else {
+        if lifecycle::needs_followup(&inv, &args) {
+            lifecycle::spawn_followup(&inv, &located);
+        }
         passthrough::run(&inv, &args, &located, &Execv)
     };
     runtime_log::report(&err.to_string(), inv.log.as_deref(), inv.log_format.as_deref(), SystemClock.now());

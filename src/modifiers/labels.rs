@@ -37,7 +37,7 @@ impl SpecModifier for Labels {
 mod tests {
     use super::*;
     use crate::identity::Owner;
-    use crate::modifiers::fixtures;
+    use crate::modifiers::{fixtures, GpuGrant, GuardInput};
     use crate::naming::Placement;
     use crate::settings::Source;
 
@@ -49,7 +49,14 @@ mod tests {
             source: Some(Source::Annotation),
             placement: Placement::for_owner("researcher", "carol"),
         };
-        let ctx = Context { container_id: "c", owner: &owner, systemd_cgroup: false, scope_prefix: "docker" };
+        let ctx = Context {
+            container_id: "c",
+            owner: &owner,
+            systemd_cgroup: false,
+            scope_prefix: "docker",
+            gpus: &GpuGrant::default(),
+            guard: &GuardInput::default(),
+        };
         let mut spec = fixtures::podman();
         let before: Vec<String> = spec["annotations"].as_object().unwrap().keys().cloned().collect();
         Labels.apply(&mut spec, &ctx).unwrap();
@@ -67,7 +74,14 @@ mod tests {
     #[test]
     fn docker_spec_gets_an_annotations_object_at_the_end() {
         let owner = Owner { user: None, group: None, source: None, placement: Placement::unattributed() };
-        let ctx = Context { container_id: "c", owner: &owner, systemd_cgroup: false, scope_prefix: "docker" };
+        let ctx = Context {
+            container_id: "c",
+            owner: &owner,
+            systemd_cgroup: false,
+            scope_prefix: "docker",
+            gpus: &GpuGrant::default(),
+            guard: &GuardInput::default(),
+        };
         let mut spec = fixtures::docker();
         assert!(spec.get("annotations").is_none());
         Labels.apply(&mut spec, &ctx).unwrap();

@@ -1,9 +1,13 @@
 //! Spec modifiers: each is one pure change to config.json (spec plus context in, spec out),
 //! composed into the create pipeline in a fixed order.
 
+mod gpus;
+mod guard;
 mod labels;
 mod slice;
 
+pub use gpus::{GpuGrant, Gpus, Granted};
+pub use guard::{Guard, GuardInput};
 pub use labels::Labels;
 pub use slice::SlicePlacement;
 
@@ -22,6 +26,10 @@ pub struct Context<'a> {
     pub systemd_cgroup: bool,
     /// `docker` in `docker-<id>.scope`.
     pub scope_prefix: &'a str,
+    /// GPUs allocated to this container, and the host's NVIDIA device majors.
+    pub gpus: &'a GpuGrant,
+    /// What the guard checks against.
+    pub guard: &'a GuardInput,
 }
 
 /// One change a modifier made, and why: shown by `ds01ctl explain` and kept in the audit.
@@ -43,7 +51,7 @@ pub trait SpecModifier {
 
 /// The create pipeline's modifiers, in order.
 pub fn pipeline() -> Vec<Box<dyn SpecModifier>> {
-    vec![Box::new(SlicePlacement), Box::new(Labels)]
+    vec![Box::new(SlicePlacement), Box::new(Gpus), Box::new(Guard), Box::new(Labels)]
 }
 
 /// Runs every modifier over `spec`; stops at the first refusal or failure.

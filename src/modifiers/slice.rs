@@ -35,7 +35,7 @@ impl SpecModifier for SlicePlacement {
 mod tests {
     use super::*;
     use crate::identity::Owner;
-    use crate::modifiers::fixtures;
+    use crate::modifiers::{fixtures, GpuGrant, GuardInput};
     use crate::naming::Placement;
     use crate::settings::Source;
 
@@ -58,6 +58,8 @@ mod tests {
                     owner: &owner,
                     systemd_cgroup: systemd,
                     scope_prefix: "docker",
+                    gpus: &GpuGrant::default(),
+                    guard: &GuardInput::default(),
                 };
                 let notes = SlicePlacement.apply(&mut spec, &ctx).unwrap();
                 let want = if systemd {
@@ -74,7 +76,14 @@ mod tests {
     #[test]
     fn creates_linux_when_absent_and_refuses_non_object() {
         let owner = alice();
-        let ctx = Context { container_id: "c1", owner: &owner, systemd_cgroup: true, scope_prefix: "docker" };
+        let ctx = Context {
+            container_id: "c1",
+            owner: &owner,
+            systemd_cgroup: true,
+            scope_prefix: "docker",
+            gpus: &GpuGrant::default(),
+            guard: &GuardInput::default(),
+        };
         let mut spec = serde_json::json!({"ociVersion": "1.0.2"});
         SlicePlacement.apply(&mut spec, &ctx).unwrap();
         assert_eq!(

@@ -228,3 +228,50 @@ pub fn remove_slices(group: &str, user: &str) {
             std::fs::remove_dir(r.join(format!("ds01.slice/ds01-{group}.slice/ds01-{group}-{user}.slice")));
     }
 }
+
+/// A /dev-like tree with `n` fake NVIDIA GPUs made by mknod: nvidia<i> (195:i), nvidiactl
+/// (195:255), nvidia-uvm (235:0), nvidia-uvm-tools (235:1), and MIG cap nodes nvidia-caps/
+/// nvidia-cap1..16 (236:i). Returns its path.
+pub fn fake_dev(dir: &Path, n: u32) -> PathBuf {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    let dev = dir.join("dev");
+    std::fs::create_dir_all(dev.join("nvidia-caps")).unwrap();
+    let mk = |rel: &str, major: u64, minor: u64| {
+        mknod(&dev.join(rel), SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
+            .unwrap();
+    };
+    for i in 0..n {
+        mk(&format!("nvidia{i}"), 195, i as u64);
+    }
+    mk("nvidiactl", 195, 255);
+    mk("nvidia-uvm", 235, 0);
+    mk("nvidia-uvm-tools", 235, 1);
+    for c in 1..=16 {
+        mk(&format!("nvidia-caps/nvidia-cap{c}"), 236, c);
+    }
+    dev
+}
+
+/// Settings YAML for a static inventory of `n` GPUs over the fake tree at `dev`.
+pub fn static_gpus(dev: &Path, n: u32) -> String {
+    let mut s = format!("gpu:\n  inventory: static\n  dev_root: {}\n  static:\n", dev.display());
+    for i in 0..n {
+        s.push_str(&format!("    - {{index: {i}, uuid: GPU-fake-{i}, minor: {i}, name: Stand-in}}\n"));
+    }
+    s
+}
+
+/// Replaces the test policy with `yaml` (beside the settings of a `Runc` or `Dockerd`).
+pub fn write_policy(dir: &Path, yaml: &str) {
+    std::fs::write(dir.join("policy/resource-limits.yaml"), yaml).unwrap();
+}
+
+/// A policy where every GPU counts as one slot, students may take one per container and hold
+/// `hold` after a stop, and `admin` is an admin.
+pub fn gpu_policy(hold: &str) -> String {
+    format!(
+        "defaults:\n  max_mig_instances: 2\n  max_mig_per_container: 1\n  allow_full_gpu: true\n  gpu_hold_after_stop: {hold}\n\
+         default_group: student\ngroups:\n  student:\n    aggregate:\n      gpu_limit: 2\n  admin:\n    max_mig_instances: null\n    max_mig_per_container: null\n\
+         gpu_allocation:\n  mig_instances_per_gpu: 1\naccess_control:\n  admin_users: [admin]\n"
+    )
+}

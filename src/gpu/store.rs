@@ -1,0 +1,128 @@
+//! The allocation state on disk: one JSON file under the state directory, read, decided and
+//! written under one flock, and written atomically, so that no GPU is ever handed out twice.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::alloc::{Allocation, State, World};
+use crate::bundle::write_atomic;
+use crate::error::{Context, Error, Result};
+
+/// The state file and its lock.
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// The store in `state_dir`.
+    pub fn new(state_dir: &Path) -> Store {
+        Store { dir: state_dir.to_path_buf() }
+    }
+
+    /// Path of the state file.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("gpus.json")
+    }
+
+    /// Reads the state without the lock (for display).
+    pub fn peek(&self) -> Result<State> {
+        read(&self.path())
+    }
+
+    /// Runs `f` on the state with the lock held from read to write; `f` returns its result and
+    /// whether it changed the state. Nothing is written when `f` fails. Also returns how long
+    /// the lock took to get.
+    pub fn locked<T>(&self, f: impl FnOnce(&mut State) -> Result<(T, bool)>) -> Result<(T, Duration)> {
+        fs::create_dir_all(&self.dir)
+            .context(format!("cannot create state directory {}", self.dir.display()))?;
+        let lock_path = self.dir.join("gpus.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .context(format!("cannot open {}", lock_path.display()))?;
+        let t0 = Instant::now();
+        // SAFETY: flock on an fd we own; released when `lock` is dropped.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::failed(format!(
+                "cannot lock {}: {}",
+                lock_path.display(),
+                std::io::Error::last_os_error()
+            )));
+        }
+        let waited = t0.elapsed();
+        let path = self.path();
+        let mut state = read(&path)?;
+        let (out, dirty) = f(&mut state)?;
+        if dirty {
+            state.version = 1;
+            let bytes = serde_json::to_vec_pretty(&state).context("cannot serialize GPU state")?;
+            write_atomic(&path, &bytes, 0o600, None)?;
+        }
+        drop(lock);
+        Ok((out, waited))
+    }
+}
+
+fn read(path: &Path) -> Result<State> {
+    match fs::read(path) {
+        Ok(b) if b.is_empty() => Ok(State::default()),
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            Error::failed(format!(
+                "GPU state {} is corrupt ({e}); fix or remove it (ds01ctl gpus shows it)",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(Error::failed(format!("cannot read GPU state {}: {e}", path.display()))),
+    }
+}
+
+/// The real world: runc's state directories, /proc, Docker's containers directory.
+pub struct HostWorld {
+    /// Docker's data root.
+    pub docker_root: PathBuf,
+}
+
+impl World for HostWorld {
+    fn runc_has(&self, a: &Allocation) -> bool {
+        Path::new(&a.runc_root).join(&a.container).join("state.json").exists()
+    }
+    fn pid_alive(&self, pid: u32) -> bool {
+        pid != 0 && Path::new(&format!("/proc/{pid}")).exists()
+    }
+    fn docker_has(&self, container: &str) -> bool {
+        self.docker_root.join("containers").join(container).exists()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_written_when_the_closure_fails_and_corruption_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("ds01-store-{}", std::process::id()));
+        let s = Store::new(&dir);
+        let r: Result<((), Duration)> = s.locked(|st| {
+            st.allocations.clear();
+            Err(Error::refused("no"))
+        });
+        assert!(r.is_err());
+        assert!(!s.path().exists());
+        s.locked(|st| {
+            st.version = 7;
+            Ok(((), true))
+        })
+        .unwrap();
+        assert_eq!(s.peek().unwrap().version, 1);
+        fs::write(s.path(), "{").unwrap();
+        assert!(s.peek().unwrap_err().to_string().contains("is corrupt"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
