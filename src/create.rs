@@ -229,6 +229,8 @@ fn guard_input(r: &CreateInput, owner: &Owner) -> GuardInput {
         PathBuf::from(format!("/var/lib/containers/storage/overlay-containers/{id}")),
         PathBuf::from(format!("/run/containers/storage/overlay-containers/{id}")),
         PathBuf::from("/var/lib/containers/storage/volumes"),
+        PathBuf::from("/run/containerd/io.containerd.grpc.v1.cri/sandboxes"),
+        PathBuf::from("/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes"),
     ];
     if let Ok(b) = r.bundle_dir.canonicalize() {
         engine_own.push(b);

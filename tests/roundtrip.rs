@@ -15,6 +15,15 @@ const FIXTURES: &[&str] = &[
     "cri-containerd-config.json",
 ];
 
+/// The id the engine gave the captured container (its own files are under that id).
+fn container_id(name: &str) -> &'static str {
+    match name {
+        "docker-20.10-config.json" => "ba78d9be3456711b8562d8ac4712aac05190757f63605f3adcdf7f6fd3d0b3ab",
+        "podman-4.3-config.json" => "841c42b07bba336cd3638bb6adead782a7ffbe986cd21ba10a6bfc55d6494881",
+        _ => "cid",
+    }
+}
+
 fn fixture(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
@@ -84,7 +93,7 @@ fn pipeline_changes_only_what_it_owns() {
                 policy: &policy,
                 original: &original,
                 bundle_dir: Path::new("/nonexistent"),
-                container_id: "cid",
+                container_id: container_id(name),
                 systemd_cgroup: systemd,
                 docker: None,
             };

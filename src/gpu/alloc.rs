@@ -337,16 +337,38 @@ pub trait World {
 
 /// Drops allocations that no longer hold anything: expired holds, held containers Docker
 /// removed, and running ones the runtime no longer knows whose creator is gone (an engine that
-/// crashed). Returns what it dropped.
+/// crashed). A Docker container the runtime no longer runs but Docker still has was stopped:
+/// its hold starts now. Returns what it dropped.
 pub fn reconcile(state: &mut State, now: u64, world: &dyn World) -> Vec<Allocation> {
-    let (keep, drop): (Vec<Allocation>, Vec<Allocation>) = state.allocations.drain(..).partition(|a| match a
-        .status
-    {
-        Status::Held => a.held_until.is_none_or(|t| t > now) && (!a.docker || world.docker_has(&a.container)),
-        Status::Running => world.runc_has(a) || (world.pid_alive(a.pid) && now.saturating_sub(a.since) < 600),
-    });
+    let mut dropped = Vec::new();
+    let mut keep = Vec::new();
+    for mut a in state.allocations.drain(..) {
+        if a.status == Status::Running
+            && !world.runc_has(&a)
+            && !(world.pid_alive(a.pid) && now.saturating_sub(a.since) < 600)
+            && a.docker
+            && world.docker_has(&a.container)
+            && a.hold_secs != Some(0)
+        {
+            a.status = Status::Held;
+            a.held_until = a.hold_secs.map(|h| now + h);
+        }
+        let live = match a.status {
+            Status::Held => {
+                a.held_until.is_none_or(|t| t > now) && (!a.docker || world.docker_has(&a.container))
+            }
+            Status::Running => {
+                world.runc_has(&a) || (world.pid_alive(a.pid) && now.saturating_sub(a.since) < 600)
+            }
+        };
+        if live {
+            keep.push(a);
+        } else {
+            dropped.push(a);
+        }
+    }
     state.allocations = keep;
-    drop
+    dropped
 }
 
 /// After `runc delete` of `container` finished: hold its units for the owner (or release them

@@ -18,6 +18,9 @@ pub struct Opts<'a> {
     pub settings_extra: &'a str,
     /// Extra daemon.json keys.
     pub daemon_extra: Option<serde_json::Value>,
+    /// Fake GPUs (mknod nodes, static inventory), and a stub nvidia-container-runtime-hook on
+    /// dockerd's PATH so that it accepts `--gpus`.
+    pub gpus: u32,
 }
 
 /// A running private dockerd.
@@ -43,8 +46,12 @@ impl Dockerd {
     pub fn start(tag: &str, opts: Opts) -> Dockerd {
         let tmp = TempDir::in_dir(Path::new("/tmp"), &format!("d01{tag}"));
         let dir = tmp.path().to_path_buf();
-        let settings =
-            settings(&dir, &format!("docker_root: {}/data\n{}", dir.display(), opts.settings_extra));
+        let gpu_settings =
+            if opts.gpus > 0 { static_gpus(&fake_dev(&dir, opts.gpus), opts.gpus) } else { String::new() };
+        let settings = settings(
+            &dir,
+            &format!("docker_root: {}/data\n{}{gpu_settings}", dir.display(), opts.settings_extra),
+        );
         std::fs::write(dir.join("policy/groups/researcher.members"), "rita\n").unwrap();
         let mut daemon = serde_json::json!({
             "runtimes": {"ds01": {"path": shim(), "runtimeArgs": [format!("--ds01-config={}", settings.display())]}}
@@ -59,11 +66,16 @@ impl Dockerd {
         }
         std::fs::write(dir.join("daemon.json"), serde_json::to_vec_pretty(&daemon).unwrap()).unwrap();
         let mut path = std::env::var("PATH").unwrap_or_default();
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        path = format!("{}:{path}", bin.display());
         if opts.interpose {
-            let bin = dir.join("bin");
-            std::fs::create_dir_all(&bin).unwrap();
             std::os::unix::fs::symlink(shim(), bin.join("runc")).unwrap();
-            path = format!("{}:{path}", bin.display());
+        }
+        if opts.gpus > 0 {
+            let hook = bin.join("nvidia-container-runtime-hook");
+            std::fs::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
+            std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         }
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
         let sock = dir.join("docker.sock");

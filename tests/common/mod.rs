@@ -275,3 +275,37 @@ pub fn gpu_policy(hold: &str) -> String {
          gpu_allocation:\n  mig_instances_per_gpu: 1\naccess_control:\n  admin_users: [admin]\n"
     )
 }
+
+/// Builds the stand-in libnvidia-ml.so.1 from tests/nvml-standin/fake_nvml.c into `dir`.
+pub fn build_nvml_standin(dir: &Path) -> Option<PathBuf> {
+    if !require(which("gcc").is_some(), "needs gcc to build the stand-in libnvidia-ml.so") {
+        return None;
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nvml-standin/fake_nvml.c");
+    let lib = dir.join("libnvidia-ml.so.1");
+    let out = Command::new("gcc")
+        .args(["-std=c99", "-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gcc: {}", String::from_utf8_lossy(&out.stderr));
+    Some(lib)
+}
+
+/// A fake driver proc tree giving MIG instance (gi, ci=0) of GPU `minor` the cap nodes
+/// nvidia-cap<2*gi+1> (gi access) and nvidia-cap<2*gi+2> (ci access).
+pub fn fake_mig_proc(dir: &Path, minor: u32, gis: &[u32]) -> PathBuf {
+    let proc_root = dir.join("proc-nvidia");
+    for gi in gis {
+        let base = proc_root.join(format!("capabilities/gpu{minor}/mig/gi{gi}"));
+        std::fs::create_dir_all(base.join("ci0")).unwrap();
+        std::fs::write(
+            base.join("access"),
+            format!("DeviceFileMinor: {}\nDeviceFileMode: 292\n", 2 * gi + 1),
+        )
+        .unwrap();
+        std::fs::write(base.join("ci0/access"), format!("DeviceFileMinor: {}\n", 2 * gi + 2)).unwrap();
+    }
+    proc_root
+}

@@ -307,6 +307,22 @@ fn holds_restarts_and_reclaims() {
     let gone = FakeWorld { runc: vec![], docker: vec![], alive: vec![] };
     assert_eq!(reconcile(&mut st, 1500, &gone).len(), 1, "engine crashed: released");
     assert!(st.allocations.is_empty());
+    // A Docker container stopped without a delete seen (runtime state gone, Docker has it):
+    // its hold starts now.
+    decide(
+        &mut st,
+        Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
+        &Request::Count(1),
+        &who("d1", "x"),
+        &open_quota(),
+        1600,
+    )
+    .unwrap();
+    st.allocations[0].docker = true;
+    let stopped = FakeWorld { runc: vec![], docker: vec!["d1"], alive: vec![] };
+    assert!(reconcile(&mut st, 1700, &stopped).is_empty());
+    assert_eq!((st.allocations[0].status, st.allocations[0].held_until), (Status::Held, Some(2600)));
+    st.allocations.clear();
     // A create in flight (runtime state not there yet, creator alive) is kept.
     decide(
         &mut st,
