@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::argv::Invocation;
 use crate::bundle::Bundle;
+use crate::cgroups::{self, SliceLimits, Tree};
 use crate::docker::{self, DockerMeta};
 use crate::error::{Error, Result};
 use crate::gpu::alloc::{self, Quota, Unit, Who};
@@ -19,7 +20,9 @@ use crate::gpu::request::{self, Request};
 use crate::gpu::store::{HostWorld, Store};
 use crate::gpu::Gpu;
 use crate::identity::{self, Clues, Owner};
-use crate::modifiers::{self, Context, GpuGrant, Granted, GuardInput, Note};
+use crate::modifiers::{
+    self, Cap, ContainerCaps, Context, GpuGrant, Granted, GuardInput, Note, DOCKER_DEFAULT_SHM,
+};
 use crate::policy::{Nullable, Policy};
 use crate::settings::{GpuSettings, Settings};
 use crate::users;
@@ -74,6 +77,7 @@ pub fn plan(r: &CreateInput, inventory: &[Gpu], allocate: &mut Allocator) -> Res
     };
     let grant = grant(&s.gpu, inventory, &units)?;
     let guard = guard_input(r, &owner);
+    let limits = caps(r.policy, &owner, r.docker);
     let ctx = Context {
         container_id: r.container_id,
         owner: &owner,
@@ -81,6 +85,7 @@ pub fn plan(r: &CreateInput, inventory: &[Gpu], allocate: &mut Allocator) -> Res
         scope_prefix: &s.scope_prefix,
         gpus: &grant,
         guard: &guard,
+        limits: &limits,
     };
     let mut spec = r.original.clone();
     let notes = modifiers::apply_all(&modifiers::pipeline(), &mut spec, &ctx)?;
@@ -128,6 +133,38 @@ pub fn quota(policy: &Policy, owner: &Owner) -> Quota {
         Nullable::Unset => false,
     };
     Quota { per_container, per_user, allow_full, hold_secs: hold(policy, user, group) }
+}
+
+/// The per-container caps for an owner (defaults only when unattributed).
+pub fn caps(policy: &Policy, owner: &Owner, docker: Option<&DockerMeta>) -> ContainerCaps {
+    let user = owner.user.as_deref().unwrap_or("");
+    let group = owner.group.as_deref().unwrap_or("");
+    fn cap<T: Clone, U>(r: crate::policy::Resolved<T>, f: impl Fn(&T) -> U) -> Option<Cap<U>> {
+        r.value.value().map(|v| Cap { value: f(v), origin: r.origin.to_string() })
+    }
+    ContainerCaps {
+        cpus: cap(policy.resolve(user, group, |l| &l.max_cpus), |v| *v),
+        memory: cap(policy.resolve(user, group, |l| &l.memory), |v| v.bytes),
+        swap: cap(policy.resolve(user, group, |l| &l.memory_swap), |v| v.bytes),
+        shm: cap(policy.resolve(user, group, |l| &l.shm_size), |v| v.bytes),
+        pids: cap(policy.resolve(user, group, |l| &l.pids_limit), |v| *v),
+        shm_is_engine_default: docker
+            .is_some_and(|d| d.host.shm_size == 0 || d.host.shm_size as u64 == DOCKER_DEFAULT_SHM),
+        swap_explicit: docker.map(|d| d.host.memory_swap != 0).unwrap_or(true),
+    }
+}
+
+/// max_containers_per_user for an owner, with its origin (None = unlimited or unattributed).
+pub fn max_containers(policy: &Policy, owner: &Owner) -> Option<(u32, String)> {
+    let (user, group) = (owner.user.as_deref()?, owner.group.as_deref()?);
+    let r = policy.resolve(user, group, |l| &l.max_containers_per_user);
+    r.value.value().map(|n| (*n, r.origin.to_string()))
+}
+
+/// The aggregate limits of an owner's slice (None: unattributed, or no aggregate section).
+pub fn slice_limits(policy: &Policy, owner: &Owner) -> Option<SliceLimits> {
+    let (user, group) = (owner.user.as_deref()?, owner.group.as_deref()?);
+    policy.aggregate(user, group).map(|(_, a)| SliceLimits::from_aggregate(a))
 }
 
 fn hold(policy: &Policy, user: &str, group: &str) -> Option<u64> {
@@ -297,34 +334,54 @@ pub fn prepare(inv: &Invocation, settings: &Settings) -> Result<PathBuf> {
         docker: meta.as_ref(),
     };
     let (req, _) = request::find(&bundle.spec, meta.as_ref(), settings.gpu.env_is_request)?;
-    if req == Request::None {
-        let plan = plan(&r, &[], &mut |_, _, _| Ok(Vec::new()))?;
+    // Everything after the plan: the slice (cgroupfs driver), then the bundle write, last.
+    let finish = |plan: &Plan| -> Result<()> {
+        if !inv.systemd_cgroup {
+            let limits = slice_limits(&policy, &plan.owner);
+            cgroups::ensure(&Tree::Host, &plan.owner.placement, limits.as_ref(), &settings.state_dir)?;
+        }
         if plan.spec != bundle.spec {
             bundle.write(&plan.spec)?;
         }
+        Ok(())
+    };
+    let who = |owner: &Owner| Who {
+        container: id.to_owned(),
+        name: meta.as_ref().and_then(|m| m.engine.name.clone()),
+        owner: owner.user.clone().unwrap_or_default(),
+        group: owner.group.clone().unwrap_or_default(),
+        pid: std::process::id(),
+        runc_root: runc_root(inv),
+        docker: meta.is_some(),
+    };
+    let inv_gpus =
+        if req == Request::None { Vec::new() } else { inventory::load(&settings.gpu, &settings.state_dir)? };
+    let counted = |owner: &Owner| owner.user.is_some() && max_containers(&policy, owner).is_some();
+    // Without GPUs and without a container cap, no lock is taken.
+    let plan0 = if req == Request::None { Some(plan(&r, &[], &mut |_, _, _| Ok(Vec::new()))?) } else { None };
+    if let Some(p) = plan0.as_ref().filter(|p| !counted(&p.owner)) {
+        finish(p)?;
     } else {
-        let inv_gpus = inventory::load(&settings.gpu, &settings.state_dir)?;
         let mig_per_gpu = policy.file.gpu_allocation.mig_instances_per_gpu;
         let world = HostWorld { docker_root: settings.docker_root.clone() };
         let store = Store::new(&settings.state_dir);
         let now = now_secs();
         store.locked(|state| {
             alloc::reconcile(state, now, &world);
-            let mut allocate = |owner: &Owner, req: &Request, q: &Quota| {
-                let who = Who {
-                    container: id.to_owned(),
-                    name: meta.as_ref().and_then(|m| m.engine.name.clone()),
-                    owner: owner.user.clone().unwrap_or_default(),
-                    group: owner.group.clone().unwrap_or_default(),
-                    pid: std::process::id(),
-                    runc_root: runc_root(inv),
-                    docker: meta.is_some(),
-                };
-                let pool = alloc::Pool { inv: &inv_gpus, mig_per_gpu, exclusive: settings.gpu.exclusive };
-                alloc::decide(state, pool, req, &who, q, now)
+            let plan = match plan0 {
+                Some(p) => p,
+                None => {
+                    let pool = alloc::Pool { inv: &inv_gpus, mig_per_gpu, exclusive: settings.gpu.exclusive };
+                    let mut allocate = |owner: &Owner, req: &Request, q: &Quota| {
+                        alloc::decide(state, pool, req, &who(owner), q, now)
+                    };
+                    plan(&r, &inv_gpus, &mut allocate)?
+                }
             };
-            let plan = plan(&r, &inv_gpus, &mut allocate)?;
-            bundle.write(&plan.spec)?;
+            if plan.owner.user.is_some() {
+                alloc::admit(state, &who(&plan.owner), max_containers(&policy, &plan.owner), now)?;
+            }
+            finish(&plan)?;
             Ok(((), true))
         })?;
     }

@@ -7,6 +7,7 @@
 
 pub mod argv;
 pub mod bundle;
+pub mod cgroups;
 pub mod clock;
 pub mod create;
 pub mod docker;

@@ -52,13 +52,63 @@ pub struct Allocation {
     pub hold_secs: Option<u64>,
 }
 
-/// The allocation state file.
+/// A live container, counted against max_containers_per_user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Live {
+    /// Container id.
+    pub container: String,
+    /// Docker name, where known.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Owner.
+    pub owner: String,
+    /// runc's --root for this container.
+    pub runc_root: String,
+    /// The creating runtime's pid.
+    pub pid: u32,
+    /// Since when (Unix seconds).
+    pub since: u64,
+}
+
+/// The state file: GPU allocations and live containers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     /// Format version.
     pub version: u32,
     /// Every allocation.
     pub allocations: Vec<Allocation>,
+    /// Every live container with an owner.
+    #[serde(default)]
+    pub containers: Vec<Live>,
+}
+
+/// Admits `who` under max_containers_per_user (None = unlimited) and records it as live.
+pub fn admit(state: &mut State, who: &Who, max: Option<(u32, String)>, now: u64) -> Result<()> {
+    state.containers.retain(|c| c.container != who.container);
+    let mine: Vec<&Live> = state.containers.iter().filter(|c| c.owner == who.owner).collect();
+    if let Some((m, origin)) = max {
+        if mine.len() >= m as usize {
+            let names: Vec<String> = mine
+                .iter()
+                .map(|c| c.name.clone().unwrap_or_else(|| c.container.chars().take(12).collect()))
+                .collect();
+            return Err(Error::refused(format!(
+                "{} already runs {} (max_containers_per_user {m}, {origin}): {}",
+                who.owner,
+                plural(mine.len(), "container"),
+                names.join(", ")
+            )));
+        }
+    }
+    state.containers.push(Live {
+        container: who.container.clone(),
+        name: who.name.clone(),
+        owner: who.owner.clone(),
+        runc_root: who.runc_root.clone(),
+        pid: who.pid,
+        since: now,
+    });
+    Ok(())
 }
 
 /// Something that can be handed to one container: a full GPU or one MIG instance.
@@ -327,8 +377,8 @@ fn resolve_id(id: &str, inv: &[Gpu], all: &[Unit]) -> Result<Unit> {
 
 /// What the reconciler needs to know about the world.
 pub trait World {
-    /// Does the low-level runtime still know this container?
-    fn runc_has(&self, a: &Allocation) -> bool;
+    /// Does the low-level runtime (with this --root) still know this container?
+    fn runc_has(&self, runc_root: &str, container: &str) -> bool;
     /// Is this pid alive?
     fn pid_alive(&self, pid: u32) -> bool;
     /// Does Docker still have this container?
@@ -344,7 +394,7 @@ pub fn reconcile(state: &mut State, now: u64, world: &dyn World) -> Vec<Allocati
     let mut keep = Vec::new();
     for mut a in state.allocations.drain(..) {
         if a.status == Status::Running
-            && !world.runc_has(&a)
+            && !world.runc_has(&a.runc_root, &a.container)
             && !(world.pid_alive(a.pid) && now.saturating_sub(a.since) < 600)
             && a.docker
             && world.docker_has(&a.container)
@@ -358,7 +408,8 @@ pub fn reconcile(state: &mut State, now: u64, world: &dyn World) -> Vec<Allocati
                 a.held_until.is_none_or(|t| t > now) && (!a.docker || world.docker_has(&a.container))
             }
             Status::Running => {
-                world.runc_has(&a) || (world.pid_alive(a.pid) && now.saturating_sub(a.since) < 600)
+                world.runc_has(&a.runc_root, &a.container)
+                    || (world.pid_alive(a.pid) && now.saturating_sub(a.since) < 600)
             }
         };
         if live {
@@ -368,12 +419,17 @@ pub fn reconcile(state: &mut State, now: u64, world: &dyn World) -> Vec<Allocati
         }
     }
     state.allocations = keep;
+    state.containers.retain(|c| {
+        world.runc_has(&c.runc_root, &c.container)
+            || (world.pid_alive(c.pid) && now.saturating_sub(c.since) < 600)
+    });
     dropped
 }
 
 /// After `runc delete` of `container` finished: hold its units for the owner (or release them
 /// when no hold applies). Returns the entry as it is now, if any.
 pub fn on_deleted(state: &mut State, container: &str, now: u64) -> Option<Allocation> {
+    state.containers.retain(|c| c.container != container);
     let pos = state.allocations.iter().position(|a| a.container == container)?;
     let a = &mut state.allocations[pos];
     match a.hold_secs {

@@ -7,7 +7,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::alloc::{Allocation, State, World};
+use super::alloc::{State, World};
 use crate::bundle::write_atomic;
 use crate::error::{Context, Error, Result};
 
@@ -90,8 +90,8 @@ pub struct HostWorld {
 }
 
 impl World for HostWorld {
-    fn runc_has(&self, a: &Allocation) -> bool {
-        Path::new(&a.runc_root).join(&a.container).join("state.json").exists()
+    fn runc_has(&self, runc_root: &str, container: &str) -> bool {
+        Path::new(runc_root).join(container).join("state.json").exists()
     }
     fn pid_alive(&self, pid: u32) -> bool {
         pid != 0 && Path::new(&format!("/proc/{pid}")).exists()

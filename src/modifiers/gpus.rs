@@ -208,7 +208,7 @@ fn set_env(spec: &mut Value, name: &str, value: &str) -> Result<()> {
 mod tests {
     use super::*;
     use crate::identity::Owner;
-    use crate::modifiers::{fixtures, GuardInput};
+    use crate::modifiers::{fixtures, ContainerCaps, GuardInput};
     use crate::naming::Placement;
     use serde_json::json;
 
@@ -231,6 +231,7 @@ mod tests {
             scope_prefix: "docker",
             gpus: grant,
             guard: &guard,
+            limits: &ContainerCaps::default(),
         };
         Gpus.apply(spec, &ctx).unwrap()
     }

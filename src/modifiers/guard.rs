@@ -120,7 +120,7 @@ impl SpecModifier for Guard {
 mod tests {
     use super::*;
     use crate::identity::Owner;
-    use crate::modifiers::{fixtures, GpuGrant};
+    use crate::modifiers::{fixtures, ContainerCaps, GpuGrant};
     use crate::naming::Placement;
     use serde_json::json;
 
@@ -155,6 +155,7 @@ mod tests {
             scope_prefix: "docker",
             gpus: &grant,
             guard: g,
+            limits: &ContainerCaps::default(),
         };
         Guard.apply(spec, &ctx)
     }

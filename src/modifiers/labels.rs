@@ -37,7 +37,7 @@ impl SpecModifier for Labels {
 mod tests {
     use super::*;
     use crate::identity::Owner;
-    use crate::modifiers::{fixtures, GpuGrant, GuardInput};
+    use crate::modifiers::{fixtures, ContainerCaps, GpuGrant, GuardInput};
     use crate::naming::Placement;
     use crate::settings::Source;
 
@@ -56,6 +56,7 @@ mod tests {
             scope_prefix: "docker",
             gpus: &GpuGrant::default(),
             guard: &GuardInput::default(),
+            limits: &ContainerCaps::default(),
         };
         let mut spec = fixtures::podman();
         let before: Vec<String> = spec["annotations"].as_object().unwrap().keys().cloned().collect();
@@ -81,6 +82,7 @@ mod tests {
             scope_prefix: "docker",
             gpus: &GpuGrant::default(),
             guard: &GuardInput::default(),
+            limits: &ContainerCaps::default(),
         };
         let mut spec = fixtures::docker();
         assert!(spec.get("annotations").is_none());

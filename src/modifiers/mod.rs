@@ -4,11 +4,13 @@
 mod gpus;
 mod guard;
 mod labels;
+mod limits;
 mod slice;
 
 pub use gpus::{GpuGrant, Gpus, Granted};
 pub use guard::{Guard, GuardInput};
 pub use labels::Labels;
+pub use limits::{Cap, ContainerCaps, Limits, DOCKER_DEFAULT_SHM};
 pub use slice::SlicePlacement;
 
 use serde_json::Value;
@@ -30,6 +32,8 @@ pub struct Context<'a> {
     pub gpus: &'a GpuGrant,
     /// What the guard checks against.
     pub guard: &'a GuardInput,
+    /// Per-container caps from the policy.
+    pub limits: &'a ContainerCaps,
 }
 
 /// One change a modifier made, and why: shown by `ds01ctl explain` and kept in the audit.
@@ -51,7 +55,7 @@ pub trait SpecModifier {
 
 /// The create pipeline's modifiers, in order.
 pub fn pipeline() -> Vec<Box<dyn SpecModifier>> {
-    vec![Box::new(SlicePlacement), Box::new(Gpus), Box::new(Guard), Box::new(Labels)]
+    vec![Box::new(SlicePlacement), Box::new(Limits), Box::new(Gpus), Box::new(Guard), Box::new(Labels)]
 }
 
 /// Runs every modifier over `spec`; stops at the first refusal or failure.
@@ -70,6 +74,10 @@ pub(crate) mod fixtures {
     /// The reference config.json files captured from real engines.
     pub fn docker() -> Value {
         serde_json::from_str(include_str!("../../tests/fixtures/docker-20.10-config.json")).unwrap()
+    }
+
+    pub fn runc() -> Value {
+        serde_json::from_str(include_str!("../../tests/fixtures/runc-1.1-spec-config.json")).unwrap()
     }
 
     pub fn podman() -> Value {

@@ -35,7 +35,7 @@ impl SpecModifier for SlicePlacement {
 mod tests {
     use super::*;
     use crate::identity::Owner;
-    use crate::modifiers::{fixtures, GpuGrant, GuardInput};
+    use crate::modifiers::{fixtures, ContainerCaps, GpuGrant, GuardInput};
     use crate::naming::Placement;
     use crate::settings::Source;
 
@@ -60,6 +60,7 @@ mod tests {
                     scope_prefix: "docker",
                     gpus: &GpuGrant::default(),
                     guard: &GuardInput::default(),
+                    limits: &ContainerCaps::default(),
                 };
                 let notes = SlicePlacement.apply(&mut spec, &ctx).unwrap();
                 let want = if systemd {
@@ -83,6 +84,7 @@ mod tests {
             scope_prefix: "docker",
             gpus: &GpuGrant::default(),
             guard: &GuardInput::default(),
+            limits: &ContainerCaps::default(),
         };
         let mut spec = serde_json::json!({"ociVersion": "1.0.2"});
         SlicePlacement.apply(&mut spec, &ctx).unwrap();

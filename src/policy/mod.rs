@@ -5,7 +5,7 @@
 //! remembering where it came from. A key present with `null` means unlimited; an absent key
 //! inherits. Keys this project does not use are accepted and ignored.
 
-mod values;
+pub mod values;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -233,8 +233,8 @@ struct FakeWorld {
 }
 
 impl World for FakeWorld {
-    fn runc_has(&self, a: &Allocation) -> bool {
-        self.runc.contains(&a.container.as_str())
+    fn runc_has(&self, _root: &str, c: &str) -> bool {
+        self.runc.contains(&c)
     }
     fn pid_alive(&self, pid: u32) -> bool {
         self.alive.contains(&pid)
@@ -395,4 +395,24 @@ fn shared_mode_hands_out_least_allocated() {
         })
         .collect();
     assert_eq!(picks, ["GPU-0", "GPU-1", "GPU-0", "GPU-1"]);
+}
+
+#[test]
+fn container_count_is_capped_per_owner_and_reconciled() {
+    let mut st = State::default();
+    let max = || Some((2, "group student".to_string()));
+    admit(&mut st, &who("c1", "alice"), max(), 0).unwrap();
+    admit(&mut st, &who("c2", "alice"), max(), 0).unwrap();
+    admit(&mut st, &who("b1", "bob"), max(), 0).unwrap();
+    let e = admit(&mut st, &who("c3", "alice"), max(), 0).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "alice already runs 2 containers (max_containers_per_user 2, group student): c1-name, c2-name"
+    );
+    admit(&mut st, &who("c1", "alice"), max(), 0).unwrap();
+    on_deleted(&mut st, "c1", 1);
+    admit(&mut st, &who("c3", "alice"), max(), 0).unwrap();
+    let world = FakeWorld { runc: vec!["c3"], docker: vec![], alive: vec![] };
+    reconcile(&mut st, 700, &world);
+    assert_eq!(st.containers.iter().map(|c| c.container.as_str()).collect::<Vec<_>>(), ["c3"]);
 }
