@@ -142,8 +142,18 @@ pub fn caps(policy: &Policy, owner: &Owner, docker: Option<&DockerMeta>) -> Cont
     fn cap<T: Clone, U>(r: crate::policy::Resolved<T>, f: impl Fn(&T) -> U) -> Option<Cap<U>> {
         r.value.value().map(|v| Cap { value: f(v), origin: r.origin.to_string() })
     }
+    // A container can never use more CPU than its user's whole slice (cgroup v1 even refuses a
+    // child quota above its parent's), so the slice's quota bounds the per-container cap.
+    let mut cpus = cap(policy.resolve(user, group, |l| &l.max_cpus), |v| *v);
+    if let Some((origin, agg)) = policy.aggregate(user, group) {
+        if let Some(q) = agg.cpu_quota.value() {
+            if cpus.as_ref().is_none_or(|c| c.value > q.cpus()) {
+                cpus = Some(Cap { value: q.cpus(), origin: format!("aggregate cpu_quota {q}, {origin}") });
+            }
+        }
+    }
     ContainerCaps {
-        cpus: cap(policy.resolve(user, group, |l| &l.max_cpus), |v| *v),
+        cpus,
         memory: cap(policy.resolve(user, group, |l| &l.memory), |v| v.bytes),
         swap: cap(policy.resolve(user, group, |l| &l.memory_swap), |v| v.bytes),
         shm: cap(policy.resolve(user, group, |l| &l.shm_size), |v| v.bytes),
