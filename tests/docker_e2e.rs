@@ -134,3 +134,50 @@ fn interposed_runc_closes_the_builtin_runtimes() {
     assert!(stderr(&o).contains("ds01-runtime: container has no owner"), "{}", stderr(&o));
     remove_slices("student", &user);
 }
+
+#[test]
+fn caps_apply_and_over_asking_is_refused_in_docker_run() {
+    if !require_docker() {
+        return;
+    }
+    let d = Dockerd::start("caps", Opts::default());
+    let user = unique("cap");
+    let label = format!("ds01.user={user}");
+    // Asking for nothing: the caps of the shipped policy (defaults: 32g, 32 CPUs, 4096 pids, 16g shm).
+    let o = d.docker(&[
+        "run", "--rm", "--runtime", "ds01", "--label", &label, IMG, "sh", "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us; grep /dev/shm /proc/mounts",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..3], [(32u64 << 30).to_string().as_str(), "4096", "3200000"], "{out}");
+    assert!(lines[3].contains(&format!("size={}k", 16u64 << 20)), "{out}");
+    // Asking for less keeps it.
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "ds01",
+        "--label",
+        &label,
+        "-m",
+        "256m",
+        IMG,
+        "cat",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]);
+    assert_eq!(stdout(&o).trim(), "268435456", "{}", stderr(&o));
+    // Asking for more: the shim's one line, naming the limit and where it comes from.
+    for (flag, value, want) in [
+        ("-m", "100g", "memory 100g exceeds 32g per container, defaults"),
+        ("--cpu-quota", "6400000", "cpus 64 exceeds 32 per container, defaults"),
+        ("--pids-limit", "100000", "pids 100000 exceeds 4096 per container, defaults"),
+        ("--shm-size", "32g", "shm size 32g exceeds 16g per container, defaults"),
+    ] {
+        let o = d.docker(&["run", "--rm", "--runtime", "ds01", "--label", &label, flag, value, IMG, "true"]);
+        assert!(!o.status.success(), "{flag} {value}");
+        assert!(stderr(&o).contains(&format!("ds01-runtime: {want}")), "{flag}: {}", stderr(&o));
+    }
+    remove_slices("student", &user);
+}

@@ -5,12 +5,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ds01::install::{self, Options};
+use ds01::policy::Policy;
+use ds01::settings::{self, Located, Settings};
+use ds01::{identity, limits_report, slices};
 
 /// Admin tool for ds01-runtime, the OCI runtime that places every container in its owner's
 /// slice on a shared GPU server.
 #[derive(Parser)]
 #[command(name = "ds01ctl", version, about)]
 struct Cli {
+    /// The runtime's settings file (default: $DS01_RUNTIME_CONFIG, else /etc/ds01/runtime.yaml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +63,33 @@ enum Command {
         #[arg(long)]
         from: Option<PathBuf>,
     },
+    /// Render the systemd slice units of every known user (systemd cgroup driver).
+    ///
+    /// ds01.slice, each ds01-<group>.slice with accounting on, and for each user named in a
+    /// members file or an override, ds01-<group>-<user>.slice with its
+    /// 10-resource-limits.conf drop-in (CPUQuota, MemoryMax, MemoryHigh, TasksMax).
+    ///
+    /// Examples:
+    ///   ds01ctl slices                 # print the units
+    ///   ds01ctl slices --apply         # write what changed, reload systemd once
+    #[command(verbatim_doc_comment)]
+    Slices {
+        /// Write the units that changed into --dir and reload systemd.
+        #[arg(long)]
+        apply: bool,
+        /// Unit directory.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        dir: PathBuf,
+    },
+    /// Show a user's effective limits and where each value comes from.
+    ///
+    /// Example:
+    ///   ds01ctl limits alice
+    #[command(verbatim_doc_comment)]
+    Limits {
+        /// The user (login name).
+        user: String,
+    },
     /// Reverse exactly what install did (daemon.json entries, files it created, the runc link).
     ///
     /// Example:
@@ -86,8 +119,50 @@ fn print_report(r: &install::Report, dry_run: bool) {
     }
 }
 
+fn load(config: &Option<PathBuf>) -> ds01::error::Result<(Settings, Policy)> {
+    let located = match config {
+        Some(p) => Located { path: p.clone(), explicit: true },
+        None => match std::env::var_os(settings::ENV_VAR) {
+            Some(p) => Located { path: p.into(), explicit: true },
+            None => Located { path: settings::DEFAULT_PATH.into(), explicit: false },
+        },
+    };
+    let s = Settings::load(&located)?;
+    let p = Policy::load(&s.policy)?;
+    Ok((s, p))
+}
+
 fn run(cli: Cli) -> ds01::error::Result<()> {
     match cli.command {
+        Command::Slices { apply, dir } => {
+            let (_, policy) = load(&cli.config)?;
+            let units = slices::render(&policy, identity::FALLBACK_GROUP)?;
+            if !apply {
+                for u in &units {
+                    println!("# {}\n{}", dir.join(&u.rel).display(), u.text);
+                }
+                return Ok(());
+            }
+            let written = slices::write_changed(&dir, &units)?;
+            for w in &written {
+                println!("wrote {}", w.display());
+            }
+            if written.is_empty() {
+                println!("all {} units up to date", units.len());
+            } else if std::path::Path::new("/run/systemd/system").exists() {
+                let ok = std::process::Command::new("systemctl").arg("daemon-reload").status();
+                match ok {
+                    Ok(s) if s.success() => println!("systemctl daemon-reload: done"),
+                    _ => return Err(ds01::error::Error::failed("systemctl daemon-reload failed")),
+                }
+            } else {
+                println!("systemd is not running here: no reload needed");
+            }
+        }
+        Command::Limits { user } => {
+            let (settings, policy) = load(&cli.config)?;
+            print!("{}", limits_report::render(&settings, &policy, &user)?);
+        }
         Command::Install {
             prefix,
             config_dir,
