@@ -55,7 +55,7 @@ pub fn render(_settings: &Settings, policy: &Policy, user: &str) -> Result<Strin
     match policy.aggregate(user, &group) {
         Some((origin, a)) => {
             let f = |n: &Nullable<_>| match n {
-                Nullable::Value(v) => format!("{v}"),
+                Nullable::Value(v) => v.to_string(),
                 _ => "unlimited".into(),
             };
             let _ = writeln!(

@@ -181,6 +181,7 @@ fn run(cli: Cli) -> ds01::error::Result<()> {
                     .and_then(|p| p.parent().map(PathBuf::from))
                     .unwrap_or_else(|| PathBuf::from(".")),
             };
+            let config = config_dir.join("runtime.yaml");
             let o = Options {
                 prefix,
                 config_dir,
@@ -194,6 +195,17 @@ fn run(cli: Cli) -> ds01::error::Result<()> {
             };
             let r = install::install(&o)?;
             print_report(&r, dry_run);
+            // With systemd, the per-user limits are slice units: write them now.
+            if !dry_run && std::path::Path::new("/run/systemd/system").exists() {
+                return run(Cli {
+                    config: Some(config),
+                    command: Command::Slices { apply: true, dir: "/etc/systemd/system".into() },
+                });
+            } else if !dry_run {
+                println!(
+                    "systemd is not running: the cgroupfs driver applies the per-user limits at each create"
+                );
+            }
         }
         Command::Uninstall { state_dir, dry_run } => {
             let r = install::uninstall(&state_dir, dry_run)?;
