@@ -54,8 +54,8 @@ pub fn render(_settings: &Settings, policy: &Policy, user: &str) -> Result<Strin
     }
     match policy.aggregate(user, &group) {
         Some((origin, a)) => {
-            let f = |n: &Nullable<_>| match n {
-                Nullable::Value(v) => v.to_string(),
+            let f = |n: &Nullable<String>| match n {
+                Nullable::Value(v) => v.clone(),
                 _ => "unlimited".into(),
             };
             let _ = writeln!(
