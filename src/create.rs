@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::argv::Invocation;
+use crate::audit::{self, Event, Kind as AuditKind};
 use crate::bundle::Bundle;
 use crate::cgroups::{self, SliceLimits, Tree};
 use crate::docker::{self, DockerMeta};
@@ -63,9 +64,16 @@ pub type Allocator<'x> = dyn FnMut(&Owner, &Request, &Quota) -> Result<Vec<Unit>
 
 /// Runs identity resolution, the GPU decision and every modifier over a copy of the spec.
 pub fn plan(r: &CreateInput, inventory: &[Gpu], allocate: &mut Allocator) -> Result<Plan> {
+    plan_seen(r, inventory, allocate, &mut None)
+}
+
+/// Like [`plan`], also leaving the owner in `seen` as soon as it is known (for the audit record
+/// of a refusal that comes after it).
+pub fn plan_seen(r: &CreateInput, inventory: &[Gpu], allocate: &mut Allocator, seen: &mut Option<Owner>) -> Result<Plan> {
     let s = r.settings;
     let clues = Clues { spec: r.original, engine: r.docker.map(|d| &d.engine) };
     let owner = identity::resolve(&s.identity, r.policy, &clues, &users::to_login)?;
+    *seen = Some(owner.clone());
     let (req, source) = request::find(r.original, r.docker, s.gpu.env_is_request)?;
     let units = if req == Request::None {
         Vec::new()
@@ -162,6 +170,39 @@ pub fn caps(policy: &Policy, owner: &Owner, docker: Option<&DockerMeta>) -> Cont
             .is_some_and(|d| d.host.shm_size == 0 || d.host.shm_size as u64 == DOCKER_DEFAULT_SHM),
         swap_explicit: docker.map(|d| d.host.memory_swap != 0).unwrap_or(true),
     }
+}
+
+/// Fills the audit event from a plan: owner, placement, GPUs, the limits in the final spec.
+fn describe(ev: &mut Event, plan: &Plan) {
+    ev.owner = plan.owner.user.clone();
+    ev.group = plan.owner.group.clone();
+    ev.identity_source = Some(plan.owner.source_name().to_owned());
+    ev.slice = Some(plan.owner.placement.leaf().to_owned());
+    ev.gpus = plan.gpus.clone();
+    let res = |path: &[&str]| crate::spec::get(&plan.spec, path).filter(|v| !v.is_null()).cloned();
+    for (k, path) in [
+        ("memory", &["linux", "resources", "memory", "limit"][..]),
+        ("memory_swap", &["linux", "resources", "memory", "swap"]),
+        ("cpu_quota", &["linux", "resources", "cpu", "quota"]),
+        ("cpu_period", &["linux", "resources", "cpu", "period"]),
+        ("pids", &["linux", "resources", "pids", "limit"]),
+    ] {
+        if let Some(v) = res(path) {
+            ev.limits.insert(k.into(), v);
+        }
+    }
+}
+
+/// An audit event about one allocation.
+pub fn gpu_event(kind: AuditKind, a: &alloc::Allocation, outcome: &str, reason: &str) -> Event {
+    let mut e = Event::new(kind, SystemTime::now(), outcome);
+    e.container = Some(a.container.clone());
+    e.name = a.name.clone();
+    e.owner = Some(a.owner.clone());
+    e.group = Some(a.group.clone());
+    e.gpus = a.devices.clone();
+    e.reason = (!reason.is_empty()).then(|| reason.to_owned());
+    e
 }
 
 /// max_containers_per_user for an owner, with its origin (None = unlimited or unattributed).
@@ -319,21 +360,30 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
-/// Everything `create` does before exec: returns the low-level runtime to exec.
-pub fn prepare(inv: &Invocation, settings: &Settings) -> Result<PathBuf> {
-    let runtime = crate::exec::resolve_runtime(
-        OsStr::new(&settings.low_level_runtime),
-        std::env::var_os("PATH").as_deref(),
-    )?;
+/// Everything `create` does before exec: returns the low-level runtime to exec. `ev` is the
+/// audit event, filled in as far as the create got (the caller records it on failure).
+pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event) -> Result<PathBuf> {
     let id = inv
         .container_id
         .as_deref()
         .and_then(OsStr::to_str)
         .ok_or_else(|| Error::failed("container id is not valid UTF-8"))?;
+    ev.container = Some(id.to_owned());
+    let runtime = crate::exec::resolve_runtime(
+        OsStr::new(&settings.low_level_runtime),
+        std::env::var_os("PATH").as_deref(),
+    )?;
     let dir = bundle_dir(inv);
     let bundle = Bundle::load(&dir)?;
     let policy = Policy::load(&settings.policy)?;
     let meta = docker::load(&settings.docker_root, id)?;
+    if let Some(m) = &meta {
+        ev.name = m.engine.name.clone();
+        ev.image = m.engine.image.clone();
+        ev.labels = m.engine.labels.clone();
+    } else if let Some(a) = bundle.spec.get("annotations").and_then(Value::as_object) {
+        ev.labels = a.clone();
+    }
     let r = CreateInput {
         settings,
         policy: &policy,
@@ -344,8 +394,15 @@ pub fn prepare(inv: &Invocation, settings: &Settings) -> Result<PathBuf> {
         docker: meta.as_ref(),
     };
     let (req, _) = request::find(&bundle.spec, meta.as_ref(), settings.gpu.env_is_request)?;
-    // Everything after the plan: the slice (cgroupfs driver), then the bundle write, last.
-    let finish = |plan: &Plan| -> Result<()> {
+    // Everything after the plan: the audit record, the slice (cgroupfs driver), then the bundle
+    // write, last.
+    let finish = |plan: &Plan, ev: &mut Event, extra: Vec<Event>| -> Result<()> {
+        describe(ev, plan);
+        let mut lines: String = extra.iter().map(Event::to_line).collect();
+        let mut done = ev.clone();
+        done.outcome = "allowed".into();
+        lines.push_str(&done.to_line());
+        audit::record(settings, &lines)?;
         if !inv.systemd_cgroup {
             let limits = slice_limits(&policy, &plan.owner);
             cgroups::ensure(&Tree::Host, &plan.owner.placement, limits.as_ref(), &settings.state_dir)?;
@@ -368,16 +425,37 @@ pub fn prepare(inv: &Invocation, settings: &Settings) -> Result<PathBuf> {
         if req == Request::None { Vec::new() } else { inventory::load(&settings.gpu, &settings.state_dir)? };
     let counted = |owner: &Owner| owner.user.is_some() && max_containers(&policy, owner).is_some();
     // Without GPUs and without a container cap, no lock is taken.
-    let plan0 = if req == Request::None { Some(plan(&r, &[], &mut |_, _, _| Ok(Vec::new()))?) } else { None };
+    let mut seen: Option<Owner> = None;
+    let noted = |ev: &mut Event, seen: &Option<Owner>| {
+        if let Some(o) = seen {
+            ev.owner = o.user.clone();
+            ev.group = o.group.clone();
+            ev.identity_source = Some(o.source_name().to_owned());
+            ev.slice = Some(o.placement.leaf().to_owned());
+        }
+    };
+    let plan0 = match req {
+        Request::None => match plan_seen(&r, &[], &mut |_, _, _| Ok(Vec::new()), &mut seen) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                noted(ev, &seen);
+                return Err(e);
+            }
+        },
+        _ => None,
+    };
     if let Some(p) = plan0.as_ref().filter(|p| !counted(&p.owner)) {
-        finish(p)?;
+        finish(p, ev, Vec::new())?;
     } else {
         let mig_per_gpu = policy.file.gpu_allocation.mig_instances_per_gpu;
         let world = HostWorld { docker_root: settings.docker_root.clone() };
         let store = Store::new(&settings.state_dir);
         let now = now_secs();
-        store.locked(|state| {
-            alloc::reconcile(state, now, &world);
+        let result = store.locked(|state| {
+            let mut extra: Vec<Event> = alloc::reconcile(state, now, &world)
+                .iter()
+                .map(|a| gpu_event(AuditKind::Reclaim, a, "released", "its container no longer exists"))
+                .collect();
             let plan = match plan0 {
                 Some(p) => p,
                 None => {
@@ -385,15 +463,23 @@ pub fn prepare(inv: &Invocation, settings: &Settings) -> Result<PathBuf> {
                     let mut allocate = |owner: &Owner, req: &Request, q: &Quota| {
                         alloc::decide(state, pool, req, &who(owner), q, now)
                     };
-                    plan(&r, &inv_gpus, &mut allocate)?
+                    plan_seen(&r, &inv_gpus, &mut allocate, &mut seen)?
                 }
             };
+            describe(ev, &plan);
             if plan.owner.user.is_some() {
                 alloc::admit(state, &who(&plan.owner), max_containers(&policy, &plan.owner), now)?;
             }
-            finish(&plan)?;
+            if let Some(a) = state.allocations.iter().find(|a| a.container == id && !plan.gpus.is_empty()) {
+                extra.push(gpu_event(AuditKind::GpuAllocate, a, "ok", ""));
+            }
+            finish(&plan, ev, extra)?;
             Ok(((), true))
-        })?;
+        });
+        if let Err(e) = result {
+            noted(ev, &seen);
+            return Err(e);
+        }
     }
     // Edition 2021: set_var is safe; the process is single-threaded and execs next.
     std::env::set_var(DONE_ENV, id);

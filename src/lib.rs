@@ -6,14 +6,18 @@
 //! apply the [`modifiers`] (slice, labels), write config.json atomically, then exec runc.
 
 pub mod argv;
+pub mod audit;
 pub mod bundle;
 pub mod cgroups;
 pub mod clock;
 pub mod create;
 pub mod docker;
+pub mod doctor;
 pub mod error;
 pub mod exec;
+pub mod explain;
 pub mod gpu;
+pub mod gpus_report;
 pub mod identity;
 pub mod install;
 pub mod lifecycle;

@@ -1,30 +1,42 @@
-//! After-the-fact work for pass-through calls that change a container's life (`delete`): done
-//! in a detached child so that the call itself is exec'd to runc at once. The child waits for
-//! runc to finish, then holds or releases the container's GPUs if runc really deleted it.
+//! After-the-fact work for pass-through calls that change a container's life (`start`, `kill`,
+//! `delete`): done in a detached child so that the call itself is exec'd to runc at once. The
+//! child notes who owns the container (from runc's own state), waits for runc to finish, then
+//! records the event and, for a delete runc really did, holds or releases the GPUs.
 
 use std::ffi::OsString;
 use std::os::unix::io::FromRawFd;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::time::Duration;
+
 use crate::argv::Invocation;
-use crate::create::runc_root;
-use crate::gpu::alloc;
+use crate::audit::{self, Event, Kind};
+use crate::clock::rfc3339;
+use crate::create::{gpu_event, runc_root};
+use crate::gpu::alloc::{self, Status};
 use crate::gpu::store::{HostWorld, Store};
 use crate::settings::{Located, Settings};
 
+/// The calls whose outcome is recorded.
+const FOLLOWED: [(&str, Kind); 3] = [("start", Kind::Start), ("kill", Kind::Kill), ("delete", Kind::Delete)];
+
 /// True for the calls that need work after runc is done.
 pub fn needs_followup(inv: &Invocation, args: &[OsString]) -> bool {
-    inv.container_id.is_some() && inv.command(args).is_some_and(|c| c == "delete")
+    inv.container_id.is_some() && inv.command(args).is_some_and(|c| FOLLOWED.iter().any(|(n, _)| c == *n))
 }
 
 /// Forks the follow-up child; the caller (the parent) goes on to exec runc at once.
-pub fn spawn_followup(inv: &Invocation, settings: &Located) {
+pub fn spawn_followup(inv: &Invocation, args: &[OsString], settings: &Located) {
     let runtime_pid = std::process::id() as i32;
     // SAFETY: single-threaded process; the child only runs our own code and exits.
     if unsafe { libc::fork() } == 0 {
         detach();
+        let loaded = Settings::load(settings).ok();
+        let before = Snapshot::read(inv, loaded.as_ref());
         wait_for_exit(runtime_pid);
-        followup(inv, settings);
+        if let Some(s) = loaded {
+            followup(inv, args, &s, before);
+        }
         // SAFETY: leave without running the parent's atexit handlers or flushing its buffers.
         unsafe { libc::_exit(0) }
     }
@@ -69,23 +81,110 @@ fn wait_for_exit(pid: i32) {
     }
 }
 
-/// Holds or releases the GPUs of a container runc has deleted.
-fn followup(inv: &Invocation, located: &Located) {
-    let Ok(settings) = Settings::load(located) else { return };
+/// What runc's own state said about the container before the call.
+struct Snapshot {
+    labels: Vec<(String, String)>,
+    name: Option<String>,
+    image: Option<String>,
+}
+
+impl Snapshot {
+    /// Reads `<root>/<id>/state.json` (runc keeps the spec's annotations as labels there).
+    fn read(inv: &Invocation, settings: Option<&Settings>) -> Snapshot {
+        let id = inv.container_id.as_deref().map(|i| i.to_string_lossy().into_owned()).unwrap_or_default();
+        let path = std::path::Path::new(&runc_root(inv)).join(&id).join("state.json");
+        let labels = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("config")?.get("labels")?.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| l.as_str()?.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .filter(|(k, _)| k.starts_with("ds01."))
+            .collect();
+        let meta = settings.and_then(|s| crate::docker::load(&s.docker_root, &id).ok().flatten());
+        let (name, image) = meta.map(|m| (m.engine.name, m.engine.image)).unwrap_or_default();
+        Snapshot { labels, name, image }
+    }
+
+    fn get(&self, k: &str) -> Option<String> {
+        self.labels.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
+    }
+}
+
+/// Records the event, and for a delete runc really did, holds or releases the GPUs.
+fn followup(inv: &Invocation, args: &[OsString], settings: &Settings, before: Snapshot) {
+    let Some(id) = inv.container_id.as_deref().and_then(|i| i.to_str()) else { return };
+    let Some(kind) = inv.command(args).and_then(|c| FOLLOWED.iter().find(|(n, _)| c == *n)).map(|(_, k)| *k) else {
+        return;
+    };
+    let root = runc_root(inv);
+    let exists = std::path::Path::new(&root).join(id).join("state.json").exists();
+    let outcome = match kind {
+        Kind::Delete if exists => "error",
+        Kind::Start if !exists => "error",
+        Kind::Kill => "sent",
+        _ => "ok",
+    };
+    let mut ev = Event::new(kind, SystemTime::now(), outcome);
+    ev.container = Some(id.to_owned());
+    ev.name = before.name.clone();
+    ev.image = before.image.clone();
+    ev.owner = before.get("ds01.user");
+    ev.group = before.get("ds01.group");
+    ev.slice = before.get("ds01.slice");
+    ev.identity_source = before.get("ds01.identity-source");
+    ev.gpus = before.get("ds01.gpus").map(|g| g.split(',').map(str::to_owned).collect()).unwrap_or_default();
+    if kind == Kind::Kill {
+        ev.signal = Some(kill_signal(inv, args));
+    }
+    let mut lines = ev.to_line();
+    if kind == Kind::Delete && !exists {
+        lines.push_str(&release(settings, id));
+    }
+    audit::record_quietly(settings, &lines);
+}
+
+/// runc kill's signal: the positional argument after the id (SIGTERM when absent).
+fn kill_signal(inv: &Invocation, args: &[OsString]) -> String {
+    let Some(id) = inv.container_id.as_deref() else { return "SIGTERM".into() };
+    let start = inv.command_index.map(|i| i + 1).unwrap_or(0);
+    args[start..]
+        .iter()
+        .skip_while(|a| a.as_os_str() != id)
+        .skip(1)
+        .find(|a| !a.to_string_lossy().starts_with('-'))
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "SIGTERM".into())
+}
+
+/// Holds or releases the GPUs of a container runc has deleted; returns the audit lines.
+fn release(settings: &Settings, id: &str) -> String {
     let store = Store::new(&settings.state_dir);
     if !store.path().exists() {
-        return;
-    }
-    let Some(id) = inv.container_id.as_deref().and_then(|i| i.to_str()) else { return };
-    let root = runc_root(inv);
-    if std::path::Path::new(&root).join(id).join("state.json").exists() {
-        return; // runc did not delete it
+        return String::new();
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
     let world = HostWorld { docker_root: settings.docker_root.clone() };
-    let _ = store.locked(|state| {
-        let changed = alloc::on_deleted(state, id, now).is_some();
-        let dropped = alloc::reconcile(state, now, &world);
-        Ok(((), changed || !dropped.is_empty()))
+    let res = store.locked(|state| {
+        let mut lines = String::new();
+        let had = state.allocations.iter().any(|a| a.container == id) || state.containers.iter().any(|c| c.container == id);
+        if let Some(a) = alloc::on_deleted(state, id, now) {
+            lines.push_str(&match a.status {
+                Status::Held => {
+                    let until = a.held_until.map(|t| rfc3339(UNIX_EPOCH + Duration::from_secs(t))).unwrap_or_else(|| "indefinitely".into());
+                    gpu_event(Kind::GpuHold, &a, "ok", &format!("held for {} until {until}", a.owner)).to_line()
+                }
+                Status::Running => String::new(),
+            });
+            if a.status == Status::Running || state.allocations.iter().all(|x| x.container != id) {
+                lines.push_str(&gpu_event(Kind::GpuRelease, &a, "ok", "no hold after stop").to_line());
+            }
+        }
+        for d in alloc::reconcile(state, now, &world) {
+            lines.push_str(&gpu_event(Kind::Reclaim, &d, "released", "its container no longer exists").to_line());
+        }
+        Ok((lines, had))
     });
+    res.map(|(l, _)| l).unwrap_or_default()
 }

@@ -66,6 +66,16 @@ impl Source {
     }
 }
 
+/// What a create does when its audit line cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditFailure {
+    /// Allow the container, say so on stderr and in the journal.
+    Allow,
+    /// Refuse the container.
+    Refuse,
+}
+
 /// What to do with a container nobody can be named owner of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -110,6 +120,11 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// The audit log (JSON lines).
     pub audit_log: PathBuf,
+    /// When the audit log cannot be written on create: refuse the container, or allow it and
+    /// say so on stderr and in the journal.
+    pub audit_failure: AuditFailure,
+    /// Also send events to the system journal when one is running.
+    pub journal: bool,
     /// Docker's data root, where container metadata is read from.
     pub docker_root: PathBuf,
     /// The scope prefix in cgroup paths (`docker-<id>.scope`, `slice:docker:<id>`).
@@ -196,6 +211,8 @@ impl Default for Settings {
             policy: "/etc/ds01/resource-limits.yaml".into(),
             state_dir: "/var/lib/ds01-runtime".into(),
             audit_log: "/var/log/ds01/runtime-events.jsonl".into(),
+            audit_failure: AuditFailure::Allow,
+            journal: true,
             docker_root: "/var/lib/docker".into(),
             scope_prefix: "docker".into(),
             identity: IdentitySettings::default(),

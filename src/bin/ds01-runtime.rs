@@ -3,7 +3,8 @@
 use std::ffi::OsString;
 
 use ds01::clock::{Clock, SystemClock};
-use ds01::error::Error;
+use ds01::audit::{self, Event, Kind};
+use ds01::error::{Error, Kind as ErrorKind};
 use ds01::exec::Execv;
 use ds01::settings::{self, Settings};
 use ds01::{argv, create, lifecycle, passthrough, runtime_log};
@@ -13,13 +14,22 @@ fn main() {
     let inv = argv::scan(&args);
     let located = settings::locate(&inv);
     let err: Error = if inv.is_create(&args) && inv.container_id.is_some() && !create::already_done(&inv) {
-        match Settings::load(&located).and_then(|s| create::prepare(&inv, &s)) {
-            Ok(runtime) => passthrough::exec_runtime(&runtime, &inv, &args, &Execv),
+        let mut ev = Event::new(Kind::Create, SystemClock.now(), "allowed");
+        match Settings::load(&located) {
+            Ok(s) => match create::prepare(&inv, &s, &mut ev) {
+                Ok(runtime) => passthrough::exec_runtime(&runtime, &inv, &args, &Execv),
+                Err(e) => {
+                    ev.outcome = if e.kind == ErrorKind::Refused { "refused" } else { "error" }.into();
+                    ev.reason = Some(e.to_string());
+                    audit::record_quietly(&s, &ev.to_line());
+                    e
+                }
+            },
             Err(e) => e,
         }
     } else {
         if lifecycle::needs_followup(&inv, &args) {
-            lifecycle::spawn_followup(&inv, &located);
+            lifecycle::spawn_followup(&inv, &args, &located);
         }
         passthrough::run(&inv, &args, &located, &Execv)
     };

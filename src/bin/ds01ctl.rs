@@ -3,11 +3,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::io::Write;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use ds01::audit::query;
 use ds01::install::{self, Options};
 use ds01::policy::Policy;
 use ds01::settings::{self, Located, Settings};
-use ds01::{identity, limits_report, slices};
+use ds01::{doctor, explain, gpus_report, identity, limits_report, slices};
 
 /// Admin tool for ds01-runtime, the OCI runtime that places every container in its owner's
 /// slice on a shared GPU server.
@@ -90,6 +93,96 @@ enum Command {
         /// The user (login name).
         user: String,
     },
+    /// Show the audit trail: who ran what, when, on which GPUs, what was refused and why.
+    ///
+    /// Reads the log and its rotated (and gzip-compressed) siblings, oldest first, streaming.
+    ///
+    /// Examples:
+    ///   ds01ctl audit --user alice --since 2h
+    ///   ds01ctl audit --container notebook._.alice --json
+    ///   ds01ctl audit --event create --outcome refused --since 2026-11-22
+    ///   ds01ctl audit --follow
+    #[command(verbatim_doc_comment)]
+    Audit {
+        /// Only this owner.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this container (id prefix or Docker name).
+        #[arg(long)]
+        container: Option<String>,
+        /// Only this event (create, start, kill, delete, gpu_allocate, gpu_hold, gpu_release, reclaim).
+        #[arg(long)]
+        event: Option<String>,
+        /// Only this outcome (allowed, refused, error, ok, sent, released).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// From this time: relative (2h, 30m, 3d) or absolute (2026-11-22, 2026-11-22T13:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Up to this time (same forms).
+        #[arg(long)]
+        until: Option<String>,
+        /// One JSON object a line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Keep printing new events as they come (like tail -F).
+        #[arg(long, short)]
+        follow: bool,
+        /// Read this log instead of the one in the settings.
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
+    /// Who holds which GPU or MIG instance now, since when, in which container, held until when.
+    ///
+    /// Example:
+    ///   ds01ctl gpus --refresh     # re-read the inventory (NVML) first
+    #[command(verbatim_doc_comment)]
+    Gpus {
+        /// Re-query the inventory instead of using the cache.
+        #[arg(long)]
+        refresh: bool,
+    },
+    /// Run the create pipeline on a bundle without writing, and show what would change and why.
+    ///
+    /// Examples:
+    ///   ds01ctl explain /run/containerd/io.containerd.runtime.v2.task/moby/<id>
+    ///   ds01ctl explain config.json --user alice
+    #[command(verbatim_doc_comment)]
+    Explain {
+        /// A bundle directory or a config.json.
+        path: PathBuf,
+        /// Play this owner (as a ds01.user annotation).
+        #[arg(long)]
+        user: Option<String>,
+        /// The container id (Docker's metadata for it is read when it exists).
+        #[arg(long, default_value = "explain")]
+        id: String,
+    },
+    /// Check the installation and say what is wrong and how to fix it.
+    ///
+    /// Example:
+    ///   ds01ctl doctor --daemon-json /etc/docker/daemon.json
+    #[command(verbatim_doc_comment)]
+    Doctor {
+        /// Docker's daemon.json.
+        #[arg(long, default_value = "/etc/docker/daemon.json")]
+        daemon_json: PathBuf,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// Example:
+    ///   ds01ctl completions bash > /etc/bash_completion.d/ds01ctl
+    #[command(verbatim_doc_comment)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    ///
+    /// Example:
+    ///   ds01ctl man > /usr/local/share/man/man8/ds01ctl.8
+    #[command(verbatim_doc_comment)]
+    Man,
     /// Reverse exactly what install did (daemon.json entries, files it created, the runc link).
     ///
     /// Example:
@@ -119,15 +212,18 @@ fn print_report(r: &install::Report, dry_run: bool) {
     }
 }
 
-fn load(config: &Option<PathBuf>) -> ds01::error::Result<(Settings, Policy)> {
-    let located = match config {
+fn locate(config: &Option<PathBuf>) -> Located {
+    match config {
         Some(p) => Located { path: p.clone(), explicit: true },
         None => match std::env::var_os(settings::ENV_VAR) {
             Some(p) => Located { path: p.into(), explicit: true },
             None => Located { path: settings::DEFAULT_PATH.into(), explicit: false },
         },
-    };
-    let s = Settings::load(&located)?;
+    }
+}
+
+fn load(config: &Option<PathBuf>) -> ds01::error::Result<(Settings, Policy)> {
+    let s = Settings::load(&locate(config))?;
     let p = Policy::load(&s.policy)?;
     Ok((s, p))
 }
@@ -158,6 +254,60 @@ fn run(cli: Cli) -> ds01::error::Result<()> {
             } else {
                 println!("systemd is not running here: no reload needed");
             }
+        }
+        Command::Audit { user, container, event, outcome, since, until, json, follow, log } => {
+            let s = Settings::load(&locate(&cli.config))?;
+            let now = std::time::SystemTime::now();
+            let filter = query::Filter {
+                user,
+                container,
+                event,
+                outcome,
+                since: since.as_deref().map(|t| query::parse_time(t, now)).transpose()?,
+                until: until.as_deref().map(|t| query::parse_time(t, now)).transpose()?,
+            };
+            let path = log.unwrap_or(s.audit_log);
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            if !json {
+                let _ = writeln!(out, "{}", query::table_header());
+            }
+            let mut sink = |e: &ds01::audit::Event, raw: &str| -> ds01::error::Result<()> {
+                let r = if json { writeln!(out, "{}", raw.trim_end()) } else { writeln!(out, "{}", query::table_row(e)) };
+                r.map_err(|e| ds01::error::Error::failed(format!("cannot write output: {e}")))
+            };
+            if follow {
+                query::follow(&path, &filter, &mut sink, &|| false)?;
+            } else {
+                query::scan(&query::log_files(&path)?, &filter, &mut sink)?;
+            }
+        }
+        Command::Gpus { refresh } => {
+            let (s, p) = load(&cli.config)?;
+            print!("{}", gpus_report::render(&s, refresh, p.file.gpu_allocation.mig_instances_per_gpu)?);
+        }
+        Command::Explain { path, user, id } => {
+            let (s, p) = load(&cli.config)?;
+            print!("{}", explain::explain(&s, &p, &path, user.as_deref(), &id)?);
+        }
+        Command::Doctor { daemon_json } => {
+            let inputs = doctor::Inputs {
+                settings: locate(&cli.config),
+                daemon_json,
+                systemd: std::path::Path::new("/run/systemd/system").exists(),
+            };
+            let (text, good) = doctor::report(&doctor::run(&inputs));
+            print!("{text}");
+            if !good {
+                return Err(ds01::error::Error::failed("some checks failed (see FAIL lines above)"));
+            }
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ds01ctl", &mut std::io::stdout());
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| ds01::error::Error::failed(format!("cannot write the man page: {e}")))?;
         }
         Command::Limits { user } => {
             let (settings, policy) = load(&cli.config)?;
@@ -201,7 +351,7 @@ fn run(cli: Cli) -> ds01::error::Result<()> {
                     config: Some(config),
                     command: Command::Slices { apply: true, dir: "/etc/systemd/system".into() },
                 });
-            } else if !dry_run {
+            } else if !dry_run && !(r.lines.is_empty() && r.diff.is_empty()) {
                 println!(
                     "systemd is not running: the cgroupfs driver applies the per-user limits at each create"
                 );

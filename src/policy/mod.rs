@@ -98,6 +98,16 @@ pub struct AccessControl {
     pub admin_group: Option<String>,
 }
 
+/// `enforcement` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Enforcement {
+    /// Per-user aggregate enforcement on or off.
+    pub aggregate_limits: Option<bool>,
+    /// The cgroup driver Docker must use (`systemd` or `cgroupfs`).
+    pub cgroup_driver: Option<String>,
+}
+
 /// The parsed resource-limits.yaml.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -114,6 +124,8 @@ pub struct PolicyFile {
     pub gpu_allocation: GpuAllocation,
     /// Admins.
     pub access_control: AccessControl,
+    /// Enforcement switches.
+    pub enforcement: Enforcement,
 }
 
 /// Where a resolved value came from, for messages like "…, group student".
