@@ -69,7 +69,12 @@ pub fn plan(r: &CreateInput, inventory: &[Gpu], allocate: &mut Allocator) -> Res
 
 /// Like [`plan`], also leaving the owner in `seen` as soon as it is known (for the audit record
 /// of a refusal that comes after it).
-pub fn plan_seen(r: &CreateInput, inventory: &[Gpu], allocate: &mut Allocator, seen: &mut Option<Owner>) -> Result<Plan> {
+pub fn plan_seen(
+    r: &CreateInput,
+    inventory: &[Gpu],
+    allocate: &mut Allocator,
+    seen: &mut Option<Owner>,
+) -> Result<Plan> {
     let s = r.settings;
     let clues = Clues { spec: r.original, engine: r.docker.map(|d| &d.engine) };
     let owner = identity::resolve(&s.identity, r.policy, &clues, &users::to_login)?;
@@ -451,7 +456,8 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event) -> Result<
         let world = HostWorld { docker_root: settings.docker_root.clone() };
         let store = Store::new(&settings.state_dir);
         let now = now_secs();
-        let result = store.locked(|state| {
+        let result = store.locked(|state, waited| {
+            ev.lock_wait_ms = Some(waited.as_secs_f64() * 1000.0);
             let mut extra: Vec<Event> = alloc::reconcile(state, now, &world)
                 .iter()
                 .map(|a| gpu_event(AuditKind::Reclaim, a, "released", "its container no longer exists"))

@@ -65,7 +65,10 @@ pub fn run(i: &Inputs) -> Vec<Check> {
     push("low-level runtime", runtime_check(&settings));
     let policy = match Policy::load(&settings.policy) {
         Ok(p) => {
-            push("policy", ok(format!("{} parses ({} groups)", settings.policy.display(), p.file.groups.len())));
+            push(
+                "policy",
+                ok(format!("{} parses ({} groups)", settings.policy.display(), p.file.groups.len())),
+            );
             Some(p)
         }
         Err(e) => {
@@ -76,10 +79,16 @@ pub fn run(i: &Inputs) -> Vec<Check> {
     let daemon = read_daemon(&i.daemon_json);
     push("daemon.json registration", registration_check(&i.daemon_json, &daemon));
     push("cgroup driver", driver_check(&daemon, policy.as_ref(), i.systemd));
-    push("NVML", match crate::gpu::nvml::query(settings.gpu.nvml_library.as_ref()) {
-        Ok(g) => ok(format!("{} GPU(s) through {}", g.len(), settings.gpu.nvml_library)),
-        Err(e) => warn(e.to_string(), "fine on a host without GPUs; else install the NVIDIA driver or set gpu.nvml_library"),
-    });
+    push(
+        "NVML",
+        match crate::gpu::nvml::query(settings.gpu.nvml_library.as_ref()) {
+            Ok(g) => ok(format!("{} GPU(s) through {}", g.len(), settings.gpu.nvml_library)),
+            Err(e) => warn(
+                e.to_string(),
+                "fine on a host without GPUs; else install the NVIDIA driver or set gpu.nvml_library",
+            ),
+        },
+    );
     push("/dev/char links", char_links_check(&settings.gpu.dev_root));
     push("state directory", writable_dir(&settings.state_dir));
     push("audit log", writable_log(&settings.audit_log));
@@ -89,7 +98,9 @@ pub fn run(i: &Inputs) -> Vec<Check> {
 fn runtime_check(s: &Settings) -> Verdict {
     let path = match resolve_runtime(s.low_level_runtime.as_ref(), std::env::var_os("PATH").as_deref()) {
         Ok(p) => p,
-        Err(e) => return fail(e.to_string(), "apt-get install runc, or set low_level_runtime to the real runc"),
+        Err(e) => {
+            return fail(e.to_string(), "apt-get install runc, or set low_level_runtime to the real runc")
+        }
     };
     match std::process::Command::new(&path).arg("--version").output() {
         Ok(o) if o.status.success() => {
@@ -104,7 +115,9 @@ fn runtime_check(s: &Settings) -> Verdict {
 /// daemon.json: Ok(None) when absent, Err(msg) when it does not parse.
 fn read_daemon(path: &Path) -> std::result::Result<Option<Value>, String> {
     match std::fs::read_to_string(path) {
-        Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| format!("{} does not parse: {e}", path.display())),
+        Ok(t) => {
+            serde_json::from_str(&t).map(Some).map_err(|e| format!("{} does not parse: {e}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
@@ -117,10 +130,14 @@ fn registration_check(path: &Path, daemon: &std::result::Result<Option<Value>, S
         Ok(Some(d)) => d,
     };
     let ours = d.get("runtimes").and_then(Value::as_object).and_then(|r| {
-        r.iter().find(|(_, v)| v.get("path").and_then(Value::as_str).is_some_and(|p| p.ends_with("ds01-runtime")))
+        r.iter()
+            .find(|(_, v)| v.get("path").and_then(Value::as_str).is_some_and(|p| p.ends_with("ds01-runtime")))
     });
     let Some((name, _)) = ours else {
-        return fail(format!("no runtime in {} runs ds01-runtime", path.display()), "ds01ctl install --default");
+        return fail(
+            format!("no runtime in {} runs ds01-runtime", path.display()),
+            "ds01ctl install --default",
+        );
     };
     match d.get("default-runtime").and_then(Value::as_str) {
         Some(n) if n == name => ok(format!("runtime \"{name}\" registered and default")),
@@ -131,7 +148,11 @@ fn registration_check(path: &Path, daemon: &std::result::Result<Option<Value>, S
     }
 }
 
-fn driver_check(daemon: &std::result::Result<Option<Value>, String>, policy: Option<&Policy>, systemd: bool) -> Verdict {
+fn driver_check(
+    daemon: &std::result::Result<Option<Value>, String>,
+    policy: Option<&Policy>,
+    systemd: bool,
+) -> Verdict {
     let docker = daemon
         .as_ref()
         .ok()
@@ -143,14 +164,22 @@ fn driver_check(daemon: &std::result::Result<Option<Value>, String>, policy: Opt
         .unwrap_or_else(|| "cgroupfs".into());
     let wanted = policy.and_then(|p| p.file.enforcement.cgroup_driver.clone());
     if docker == "systemd" && !systemd {
-        return fail("daemon.json asks for the systemd cgroup driver but systemd is not running", "use native.cgroupdriver=cgroupfs");
+        return fail(
+            "daemon.json asks for the systemd cgroup driver but systemd is not running",
+            "use native.cgroupdriver=cgroupfs",
+        );
     }
     match wanted {
         Some(w) if w != docker => fail(
-            format!("Docker uses the {docker} cgroup driver, the policy's enforcement.cgroup_driver says {w}"),
+            format!(
+                "Docker uses the {docker} cgroup driver, the policy's enforcement.cgroup_driver says {w}"
+            ),
             format!("set \"exec-opts\": [\"native.cgroupdriver={w}\"] in daemon.json, or change the policy"),
         ),
-        _ => ok(format!("Docker uses {docker}{}", if systemd { " (systemd running)" } else { " (no systemd)" })),
+        _ => ok(format!(
+            "Docker uses {docker}{}",
+            if systemd { " (systemd running)" } else { " (no systemd)" }
+        )),
     }
 }
 
@@ -210,7 +239,9 @@ pub fn report(checks: &[Check]) -> (String, bool) {
     for c in checks {
         match &c.verdict {
             Verdict::Ok(m) => s.push_str(&format!("ok    {:<26} {m}\n", c.name)),
-            Verdict::Warn(m, fix) => s.push_str(&format!("warn  {:<26} {m}\n      {:<26} fix: {fix}\n", c.name, "")),
+            Verdict::Warn(m, fix) => {
+                s.push_str(&format!("warn  {:<26} {m}\n      {:<26} fix: {fix}\n", c.name, ""))
+            }
             Verdict::Fail(m, fix) => {
                 good = false;
                 s.push_str(&format!("FAIL  {:<26} {m}\n      {:<26} fix: {fix}\n", c.name, ""));

@@ -24,18 +24,24 @@ pub fn render(settings: &Settings, refresh: bool, mig_per_gpu: u32) -> Result<St
         inventory::load(&settings.gpu, &settings.state_dir)?
     };
     let mut state = Store::new(&settings.state_dir).peek()?;
-    let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+    let now =
+        std::time::SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
     // Show the world as the next create will see it (nothing is written).
     alloc::reconcile(&mut state, now, &HostWorld { docker_root: settings.docker_root.clone() });
     let mut out = String::new();
-    let _ = writeln!(out, "{:<6} {:<44} {:<8} {:<12} {:<24} {:<19} HELD UNTIL", "GPU", "UUID", "STATUS", "OWNER", "CONTAINER", "SINCE");
+    let _ = writeln!(
+        out,
+        "{:<6} {:<44} {:<8} {:<12} {:<24} {:<19} HELD UNTIL",
+        "GPU", "UUID", "STATUS", "OWNER", "CONTAINER", "SINCE"
+    );
     for u in alloc::units(&inv, mig_per_gpu) {
         let g = &inv[u.gpu];
         let label = match u.mig {
             Some(m) => format!("{}:{m}", g.index),
             None => g.index.to_string(),
         };
-        let holders: Vec<&alloc::Allocation> = state.allocations.iter().filter(|a| a.devices.contains(&u.uuid)).collect();
+        let holders: Vec<&alloc::Allocation> =
+            state.allocations.iter().filter(|a| a.devices.contains(&u.uuid)).collect();
         if holders.is_empty() {
             let _ = writeln!(out, "{label:<6} {:<44} {:<8}", u.uuid, "free");
         }
@@ -45,11 +51,20 @@ pub fn render(settings: &Settings, refresh: bool, mig_per_gpu: u32) -> Result<St
                 Status::Held => ("held", a.held_until.map(when).unwrap_or_else(|| "indefinitely".into())),
             };
             let name = a.name.clone().unwrap_or_else(|| a.container.chars().take(12).collect());
-            let _ = writeln!(out, "{label:<6} {:<44} {status:<8} {:<12} {name:<24} {:<19} {until}", u.uuid, a.owner, when(a.since));
+            let _ = writeln!(
+                out,
+                "{label:<6} {:<44} {status:<8} {:<12} {name:<24} {:<19} {until}",
+                u.uuid,
+                a.owner,
+                when(a.since)
+            );
         }
     }
     if inv.is_empty() {
-        let _ = writeln!(out, "(no GPUs in the inventory: NVML, /proc/driver/nvidia and the static list are all empty)");
+        let _ = writeln!(
+            out,
+            "(no GPUs in the inventory: NVML, /proc/driver/nvidia and the static list are all empty)"
+        );
     }
     Ok(out)
 }

@@ -115,7 +115,8 @@ impl Snapshot {
 /// Records the event, and for a delete runc really did, holds or releases the GPUs.
 fn followup(inv: &Invocation, args: &[OsString], settings: &Settings, before: Snapshot) {
     let Some(id) = inv.container_id.as_deref().and_then(|i| i.to_str()) else { return };
-    let Some(kind) = inv.command(args).and_then(|c| FOLLOWED.iter().find(|(n, _)| c == *n)).map(|(_, k)| *k) else {
+    let Some(kind) = inv.command(args).and_then(|c| FOLLOWED.iter().find(|(n, _)| c == *n)).map(|(_, k)| *k)
+    else {
         return;
     };
     let root = runc_root(inv);
@@ -166,14 +167,19 @@ fn release(settings: &Settings, id: &str) -> String {
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
     let world = HostWorld { docker_root: settings.docker_root.clone() };
-    let res = store.locked(|state| {
+    let res = store.locked(|state, _| {
         let mut lines = String::new();
-        let had = state.allocations.iter().any(|a| a.container == id) || state.containers.iter().any(|c| c.container == id);
+        let had = state.allocations.iter().any(|a| a.container == id)
+            || state.containers.iter().any(|c| c.container == id);
         if let Some(a) = alloc::on_deleted(state, id, now) {
             lines.push_str(&match a.status {
                 Status::Held => {
-                    let until = a.held_until.map(|t| rfc3339(UNIX_EPOCH + Duration::from_secs(t))).unwrap_or_else(|| "indefinitely".into());
-                    gpu_event(Kind::GpuHold, &a, "ok", &format!("held for {} until {until}", a.owner)).to_line()
+                    let until = a
+                        .held_until
+                        .map(|t| rfc3339(UNIX_EPOCH + Duration::from_secs(t)))
+                        .unwrap_or_else(|| "indefinitely".into());
+                    gpu_event(Kind::GpuHold, &a, "ok", &format!("held for {} until {until}", a.owner))
+                        .to_line()
                 }
                 Status::Running => String::new(),
             });
@@ -182,7 +188,9 @@ fn release(settings: &Settings, id: &str) -> String {
             }
         }
         for d in alloc::reconcile(state, now, &world) {
-            lines.push_str(&gpu_event(Kind::Reclaim, &d, "released", "its container no longer exists").to_line());
+            lines.push_str(
+                &gpu_event(Kind::Reclaim, &d, "released", "its container no longer exists").to_line(),
+            );
         }
         Ok((lines, had))
     });

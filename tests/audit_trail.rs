@@ -11,7 +11,11 @@ use std::fs;
 use std::process::Command;
 
 fn events(log: &std::path::Path) -> Vec<Value> {
-    fs::read_to_string(log).unwrap_or_default().lines().map(|l| serde_json::from_str(l).expect("every line is whole JSON")).collect()
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is whole JSON"))
+        .collect()
 }
 
 fn audit(settings: &std::path::Path, args: &[&str]) -> String {
@@ -82,7 +86,8 @@ fn a_hundred_writers_leave_every_line_whole() {
         let log = log.clone();
         children.push(std::thread::spawn(move || {
             for k in 0..20 {
-                let mut e = ds01::audit::Event::new(ds01::audit::Kind::Start, std::time::SystemTime::now(), "ok");
+                let mut e =
+                    ds01::audit::Event::new(ds01::audit::Kind::Start, std::time::SystemTime::now(), "ok");
                 e.container = Some(format!("c{n}-{k}"));
                 e.reason = Some("x".repeat(3000 + n * 37));
                 ds01::audit::append(&log, &e.to_line()).unwrap();
@@ -107,12 +112,27 @@ fn an_unwritable_log_allows_or_refuses_as_configured() {
     }
     for (policy, should_run) in [("allow", true), ("refuse", false)] {
         // The audit log's directory is a regular file: nothing can be written below it, root or not.
-        let d = Dockerd::start(&format!("ro{policy}"), Opts { settings_extra: &format!("audit_failure: {policy}\n"), ..Opts::default() });
-        let text = fs::read_to_string(&d.settings).unwrap().replace("audit_log: log/events.jsonl", "audit_log: blocked/events.jsonl");
+        let d = Dockerd::start(
+            &format!("ro{policy}"),
+            Opts { settings_extra: &format!("audit_failure: {policy}\n"), ..Opts::default() },
+        );
+        let text = fs::read_to_string(&d.settings)
+            .unwrap()
+            .replace("audit_log: log/events.jsonl", "audit_log: blocked/events.jsonl");
         fs::write(&d.settings, text).unwrap();
         fs::write(d.tmp.path().join("blocked"), "not a directory").unwrap();
         let user = unique("ro");
-        let o = d.docker(&["run", "--rm", "--runtime", "ds01", "--label", &format!("ds01.user={user}"), "ds01-busybox:test", "echo", "ran"]);
+        let o = d.docker(&[
+            "run",
+            "--rm",
+            "--runtime",
+            "ds01",
+            "--label",
+            &format!("ds01.user={user}"),
+            "ds01-busybox:test",
+            "echo",
+            "ran",
+        ]);
         if should_run {
             assert!(o.status.success(), "allow: {}", stderr(&o));
             assert_eq!(stdout(&o).trim(), "ran");
@@ -132,19 +152,31 @@ fn a_docker_containers_life_appears_in_order() {
     let d = Dockerd::start("audlife", Opts::default());
     let user = unique("dl");
     let name = format!("job._.{user}");
-    assert!(d.docker(&["run", "-d", "--runtime", "ds01", "--name", &name, "ds01-busybox:test", "sleep", "300"]).status.success());
+    assert!(d
+        .docker(&["run", "-d", "--runtime", "ds01", "--name", &name, "ds01-busybox:test", "sleep", "300"])
+        .status
+        .success());
     assert!(d.docker(&["stop", "-t", "1", &name]).status.success());
     assert!(d.docker(&["rm", &name]).status.success());
     let want = ["create", "start", "kill", "delete"];
     let got = wait_for(10, || {
         let out = audit(&d.settings, &["--container", &name, "--json"]);
-        let kinds: Vec<String> = out.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].as_str().unwrap().to_owned()).collect();
+        let kinds: Vec<String> = out
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].as_str().unwrap().to_owned())
+            .collect();
         want.iter().all(|w| kinds.iter().any(|k| k == w)).then_some(kinds)
     })
     .expect("the whole life is recorded");
     let pos = |k: &str| got.iter().position(|x| x == k).unwrap();
-    assert!(pos("create") < pos("start") && pos("start") < pos("kill") && pos("kill") < pos("delete"), "{got:?}");
-    let first: Value = serde_json::from_str(audit(&d.settings, &["--container", &name, "--event", "create", "--json"]).lines().next().unwrap()).unwrap();
+    assert!(
+        pos("create") < pos("start") && pos("start") < pos("kill") && pos("kill") < pos("delete"),
+        "{got:?}"
+    );
+    let first: Value = serde_json::from_str(
+        audit(&d.settings, &["--container", &name, "--event", "create", "--json"]).lines().next().unwrap(),
+    )
+    .unwrap();
     assert_eq!(first["name"], name.as_str());
     assert_eq!(first["image"], "ds01-busybox:test");
     assert_eq!(first["owner"], user.as_str());

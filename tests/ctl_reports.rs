@@ -26,17 +26,28 @@ fn explain_shows_the_diff_with_reasons_and_writes_nothing() {
     let o = ctl(&s, &["explain", cfg.to_str().unwrap(), "--user", "alice"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains("owner alice (group student, from annotation), slice ds01-student-alice.slice"), "{out}");
-    assert!(out.contains("linux.cgroupsPath") && out.contains("owner alice (annotation source): /docker/ba78d9be"), "{out}");
+    assert!(
+        out.contains("owner alice (group student, from annotation), slice ds01-student-alice.slice"),
+        "{out}"
+    );
+    assert!(
+        out.contains("linux.cgroupsPath")
+            && out.contains("owner alice (annotation source): /docker/ba78d9be"),
+        "{out}"
+    );
     assert!(out.contains("-    \"cgroupsPath\": \"/docker/ba78d9be3456711b8562d8ac4712aac05190757f63605f3adcdf7f6fd3d0b3ab\","), "{out}");
-    assert!(out.contains("+    \"cgroupsPath\": \"/ds01.slice/ds01-student.slice/ds01-student-alice.slice/docker-explain.scope\","), "{out}");
+    assert!(out.contains("+    \"cgroupsPath\": \"/ds01.slice/ds01-student.slice/ds01-student-alice.slice/docker-ba78d9be3456711b8562d8ac4712aac05190757f63605f3adcdf7f6fd3d0b3ab.scope\","), "{out}");
     assert!(out.contains("+    \"ds01.managed\": \"true\""), "{out}");
     assert!(out.contains("linux.resources.cpu.quota") && out.contains("32 CPUs (defaults)"), "{out}");
     assert!(!out.contains("linux.resources.memory.limit"), "Docker's -m 256m is kept: {out}");
     assert_eq!(fs::read(&cfg).unwrap(), before, "explain writes nothing");
     // Without an owner: the refusal the runtime would give.
     let o = ctl(&s, &["explain", cfg.to_str().unwrap()]);
-    assert!(stdout(&o).contains("the runtime would refuse this container:\n  container has no owner"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("the runtime would refuse this container:\n  container has no owner"),
+        "{}",
+        stdout(&o)
+    );
     // Podman's config names its owner itself.
     let o = ctl(&s, &["explain", fixture("podman-4.3-config.json").to_str().unwrap()]);
     assert!(stdout(&o).contains("owner carol (group student, from annotation)"), "{}", stdout(&o));
@@ -65,7 +76,10 @@ fn doctor_reports_each_broken_piece() {
     let (ok, out) = doctor(&s, &daemon);
     assert!(ok, "a good setup passes: {out}");
     assert!(out.contains("ok    low-level runtime") && out.contains("runc version"), "{out}");
-    assert!(out.contains("ok    daemon.json registration   runtime \"ds01\" registered and default"), "{out}");
+    assert!(
+        out.contains("ok    daemon.json registration   runtime \"ds01\" registered and default"),
+        "{out}"
+    );
 
     // Missing runc.
     let text = fs::read_to_string(&s).unwrap();
@@ -83,7 +97,10 @@ fn doctor_reports_each_broken_piece() {
     fs::write(&daemon, good.to_string()).unwrap();
     fs::write(&policy, &ptext).unwrap();
     let (ok, out) = doctor(&s, &daemon);
-    assert!(!ok && out.contains("FAIL  cgroup driver") && out.contains("enforcement.cgroup_driver says systemd"), "{out}");
+    assert!(
+        !ok && out.contains("FAIL  cgroup driver") && out.contains("enforcement.cgroup_driver says systemd"),
+        "{out}"
+    );
     fs::write(&policy, ptext.replace("cgroup_driver: systemd", "cgroup_driver: cgroupfs")).unwrap();
     let (_, out) = doctor(&s, &daemon);
     assert!(out.contains("ok    cgroup driver"), "{out}");

@@ -120,6 +120,9 @@ pub struct Event {
     /// The container's labels, on create.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub labels: Map<String, Value>,
+    /// How long the create waited for the state lock, in ms (creates that took it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_wait_ms: Option<f64>,
     /// pid of the runtime process that recorded it.
     pub pid: u32,
 }
@@ -127,7 +130,13 @@ pub struct Event {
 impl Event {
     /// A new event of `kind` at `now`, outcome `outcome`.
     pub fn new(kind: Kind, now: SystemTime, outcome: &str) -> Event {
-        Event { time: rfc3339(now), event: kind.as_str().into(), outcome: outcome.into(), pid: std::process::id(), ..Event::default() }
+        Event {
+            time: rfc3339(now),
+            event: kind.as_str().into(),
+            outcome: outcome.into(),
+            pid: std::process::id(),
+            ..Event::default()
+        }
     }
 
     /// The JSON line: DS01's fields first, then ours.
@@ -142,7 +151,12 @@ impl Event {
         }
         obj.insert("source".into(), Value::String("ds01-runtime".into()));
         let mut details = Map::new();
-        for (k, v) in [("container", &self.container), ("name", &self.name), ("image", &self.image), ("reason", &self.reason)] {
+        for (k, v) in [
+            ("container", &self.container),
+            ("name", &self.name),
+            ("image", &self.image),
+            ("reason", &self.reason),
+        ] {
             if let Some(v) = v {
                 details.insert(k.into(), Value::String(v.clone()));
             }
@@ -158,15 +172,24 @@ impl Event {
     }
 }
 
-const KINDS: [Kind; 8] =
-    [Kind::Create, Kind::Start, Kind::Kill, Kind::Delete, Kind::GpuAllocate, Kind::GpuHold, Kind::GpuRelease, Kind::Reclaim];
+const KINDS: [Kind; 8] = [
+    Kind::Create,
+    Kind::Start,
+    Kind::Kill,
+    Kind::Delete,
+    Kind::GpuAllocate,
+    Kind::GpuHold,
+    Kind::GpuRelease,
+    Kind::Reclaim,
+];
 
 /// Appends lines to the audit log: one `write` under an exclusive flock, the file opened by
 /// path each time (logrotate without copytruncate), parent directory created when missing.
 pub fn append(path: &Path, lines: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::failed(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::failed(format!("cannot create {}: {e}", dir.display())))?;
         }
     }
     let mut f = std::fs::OpenOptions::new()
@@ -177,9 +200,14 @@ pub fn append(path: &Path, lines: &str) -> Result<()> {
         .map_err(|e| Error::failed(format!("cannot open audit log {}: {e}", path.display())))?;
     // SAFETY: flock on an fd we own; released when `f` closes.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(Error::failed(format!("cannot lock audit log {}: {}", path.display(), std::io::Error::last_os_error())));
+        return Err(Error::failed(format!(
+            "cannot lock audit log {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        )));
     }
-    f.write_all(lines.as_bytes()).map_err(|e| Error::failed(format!("cannot write audit log {}: {e}", path.display())))
+    f.write_all(lines.as_bytes())
+        .map_err(|e| Error::failed(format!("cannot write audit log {}: {e}", path.display())))
 }
 
 /// Appends a create's lines as the settings say: on failure, `audit_failure: refuse` refuses
@@ -221,7 +249,10 @@ pub fn journal(message: &str, priority: u8, fields: &[(&str, &str)]) {
     if !sock.exists() {
         return;
     }
-    let mut payload = format!("MESSAGE={}\nPRIORITY={priority}\nSYSLOG_IDENTIFIER=ds01-runtime\n", message.replace('\n', " "));
+    let mut payload = format!(
+        "MESSAGE={}\nPRIORITY={priority}\nSYSLOG_IDENTIFIER=ds01-runtime\n",
+        message.replace('\n', " ")
+    );
     for (k, v) in fields {
         payload.push_str(&format!("{k}={}\n", v.replace('\n', " ")));
     }

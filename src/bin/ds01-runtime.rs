@@ -2,8 +2,8 @@
 
 use std::ffi::OsString;
 
-use ds01::clock::{Clock, SystemClock};
 use ds01::audit::{self, Event, Kind};
+use ds01::clock::{Clock, SystemClock};
 use ds01::error::{Error, Kind as ErrorKind};
 use ds01::exec::Execv;
 use ds01::settings::{self, Settings};

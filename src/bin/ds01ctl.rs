@@ -154,9 +154,10 @@ enum Command {
         /// Play this owner (as a ds01.user annotation).
         #[arg(long)]
         user: Option<String>,
-        /// The container id (Docker's metadata for it is read when it exists).
-        #[arg(long, default_value = "explain")]
-        id: String,
+        /// The container id (default: the one in the spec's cgroupsPath); Docker's metadata for
+        /// it is read when it exists.
+        #[arg(long)]
+        id: Option<String>,
     },
     /// Check the installation and say what is wrong and how to fix it.
     ///
@@ -272,7 +273,11 @@ fn run(cli: Cli) -> ds01::error::Result<()> {
                 let _ = writeln!(out, "{}", query::table_header());
             }
             let mut sink = |e: &ds01::audit::Event, raw: &str| -> ds01::error::Result<()> {
-                let r = if json { writeln!(out, "{}", raw.trim_end()) } else { writeln!(out, "{}", query::table_row(e)) };
+                let r = if json {
+                    writeln!(out, "{}", raw.trim_end())
+                } else {
+                    writeln!(out, "{}", query::table_row(e))
+                };
                 r.map_err(|e| ds01::error::Error::failed(format!("cannot write output: {e}")))
             };
             if follow {
@@ -287,7 +292,7 @@ fn run(cli: Cli) -> ds01::error::Result<()> {
         }
         Command::Explain { path, user, id } => {
             let (s, p) = load(&cli.config)?;
-            print!("{}", explain::explain(&s, &p, &path, user.as_deref(), &id)?);
+            print!("{}", explain::explain(&s, &p, &path, user.as_deref(), id.as_deref())?);
         }
         Command::Doctor { daemon_json } => {
             let inputs = doctor::Inputs {
@@ -351,7 +356,7 @@ fn run(cli: Cli) -> ds01::error::Result<()> {
                     config: Some(config),
                     command: Command::Slices { apply: true, dir: "/etc/systemd/system".into() },
                 });
-            } else if !dry_run && !(r.lines.is_empty() && r.diff.is_empty()) {
+            } else if !(dry_run || r.lines.is_empty() && r.diff.is_empty()) {
                 println!(
                     "systemd is not running: the cgroupfs driver applies the per-user limits at each create"
                 );

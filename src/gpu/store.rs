@@ -32,10 +32,13 @@ impl Store {
         read(&self.path())
     }
 
-    /// Runs `f` on the state with the lock held from read to write; `f` returns its result and
-    /// whether it changed the state. Nothing is written when `f` fails. Also returns how long
-    /// the lock took to get.
-    pub fn locked<T>(&self, f: impl FnOnce(&mut State) -> Result<(T, bool)>) -> Result<(T, Duration)> {
+    /// Runs `f` on the state with the lock held from read to write; `f` gets how long the lock
+    /// took to get, and returns its result and whether it changed the state. Nothing is written
+    /// when `f` fails.
+    pub fn locked<T>(
+        &self,
+        f: impl FnOnce(&mut State, Duration) -> Result<(T, bool)>,
+    ) -> Result<(T, Duration)> {
         fs::create_dir_all(&self.dir)
             .context(format!("cannot create state directory {}", self.dir.display()))?;
         let lock_path = self.dir.join("gpus.lock");
@@ -58,7 +61,7 @@ impl Store {
         let waited = t0.elapsed();
         let path = self.path();
         let mut state = read(&path)?;
-        let (out, dirty) = f(&mut state)?;
+        let (out, dirty) = f(&mut state, waited)?;
         if dirty {
             state.version = 1;
             let bytes = serde_json::to_vec_pretty(&state).context("cannot serialize GPU state")?;
@@ -109,13 +112,13 @@ mod tests {
     fn nothing_is_written_when_the_closure_fails_and_corruption_is_an_error() {
         let dir = std::env::temp_dir().join(format!("ds01-store-{}", std::process::id()));
         let s = Store::new(&dir);
-        let r: Result<((), Duration)> = s.locked(|st| {
+        let r: Result<((), Duration)> = s.locked(|st, _| {
             st.allocations.clear();
             Err(Error::refused("no"))
         });
         assert!(r.is_err());
         assert!(!s.path().exists());
-        s.locked(|st| {
+        s.locked(|st, _| {
             st.version = 7;
             Ok(((), true))
         })
