@@ -14,7 +14,7 @@ use crate::audit::{self, Event, Kind as AuditKind};
 use crate::bundle::Bundle;
 use crate::cgroups::{self, SliceLimits, Tree};
 use crate::docker::{self, DockerMeta};
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind as ErrorKind, Result};
 use crate::gpu::alloc::{self, Quota, Unit, Who};
 use crate::gpu::inventory::{self, Node};
 use crate::gpu::request::{self, Request};
@@ -86,7 +86,16 @@ pub fn plan_seen(
         if owner.user.is_none() {
             return Err(Error::refused(format!("GPUs requested ({source}) by a container with no owner")));
         }
-        allocate(&owner, &req, &quota(r.policy, &owner))?
+        // The admin lookup (NSS, maybe LDAP) is paid only when the answer could change the verdict.
+        match allocate(&owner, &req, &quota_as(r.policy, &owner, false)) {
+            Err(e)
+                if e.kind == ErrorKind::Refused
+                    && owner.user.as_deref().is_some_and(|u| r.policy.is_admin(u)) =>
+            {
+                allocate(&owner, &req, &quota_as(r.policy, &owner, true))?
+            }
+            other => other?,
+        }
     };
     let grant = grant(&s.gpu, inventory, &units)?;
     let guard = guard_input(r, &owner);
@@ -108,6 +117,12 @@ pub fn plan_seen(
 /// The owner's GPU limits; admins have none. Missing keys take DS01's own defaults (1 per
 /// container, 1 per user, no full GPUs, no hold).
 pub fn quota(policy: &Policy, owner: &Owner) -> Quota {
+    let admin = owner.user.as_deref().is_some_and(|u| policy.is_admin(u));
+    quota_as(policy, owner, admin)
+}
+
+/// The owner's GPU limits, with admin status already known.
+pub fn quota_as(policy: &Policy, owner: &Owner, admin: bool) -> Quota {
     let (Some(user), Some(group)) = (owner.user.as_deref(), owner.group.as_deref()) else {
         return Quota {
             per_container: Some((0, "no owner".into())),
@@ -116,7 +131,7 @@ pub fn quota(policy: &Policy, owner: &Owner) -> Quota {
             hold_secs: Some(0),
         };
     };
-    if policy.is_admin(user) {
+    if admin {
         return Quota {
             per_container: None,
             per_user: None,
@@ -275,8 +290,16 @@ fn guard_input(r: &CreateInput, owner: &Owner) -> GuardInput {
     let privileged = r.docker.is_some_and(|d| d.host.privileged)
         || crate::spec::annotation(r.original, "io.podman.annotations.privileged")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let trusted_admin = owner.user.as_deref().is_some_and(|u| r.policy.is_admin(u))
-        && owner.source.is_some_and(|src| s.identity.trusted_for_admin.contains(&src));
+    // Admin rights matter only for what the guard would otherwise refuse: look them up then.
+    let allow_all_rule = crate::spec::get(r.original, &["linux", "resources", "devices"])
+        .and_then(Value::as_array)
+        .is_some_and(|rs| {
+            rs.iter()
+                .any(|x| x.get("allow").and_then(Value::as_bool) == Some(true) && x.get("major").is_none())
+        });
+    let trusted_admin = (privileged || allow_all_rule)
+        && owner.source.is_some_and(|src| s.identity.trusted_for_admin.contains(&src))
+        && owner.user.as_deref().is_some_and(|u| r.policy.is_admin(u));
     let allow = s
         .guard
         .bind_allow
@@ -467,7 +490,11 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event) -> Result<
                 None => {
                     let pool = alloc::Pool { inv: &inv_gpus, mig_per_gpu, exclusive: settings.gpu.exclusive };
                     let mut allocate = |owner: &Owner, req: &Request, q: &Quota| {
-                        alloc::decide(state, pool, req, &who(owner), q, now)
+                        // On a copy: a refused try must leave nothing behind for a second one.
+                        let mut trial = state.clone();
+                        let units = alloc::decide(&mut trial, pool, req, &who(owner), q, now)?;
+                        *state = trial;
+                        Ok(units)
                     };
                     plan_seen(&r, &inv_gpus, &mut allocate, &mut seen)?
                 }

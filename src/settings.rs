@@ -209,7 +209,7 @@ impl Default for Settings {
         Settings {
             low_level_runtime: "runc".into(),
             policy: "/etc/ds01/resource-limits.yaml".into(),
-            state_dir: "/var/lib/ds01-runtime".into(),
+            state_dir: "/run/ds01-runtime".into(),
             audit_log: "/var/log/ds01/runtime-events.jsonl".into(),
             audit_failure: AuditFailure::Allow,
             journal: true,

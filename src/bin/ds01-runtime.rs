@@ -1,6 +1,13 @@
 //! ds01-runtime: the OCI runtime registered in daemon.json. Patches `create`, execs runc.
+//!
+//! `main` is the C entry point: every call pays for this binary's start-up, and Rust's own
+//! runtime set-up (stack guard discovery through /proc/self/maps, signal handlers) is work the
+//! pass-through path does not need before exec.
+#![no_main]
 
-use std::ffi::OsString;
+use std::ffi::{CStr, OsString};
+use std::os::raw::{c_char, c_int};
+use std::os::unix::ffi::OsStrExt;
 
 use ds01::audit::{self, Event, Kind};
 use ds01::clock::{Clock, SystemClock};
@@ -9,8 +16,19 @@ use ds01::exec::Execv;
 use ds01::settings::{self, Settings};
 use ds01::{argv, create, lifecycle, passthrough, runtime_log};
 
-fn main() {
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+/// The process entry point, called by the C runtime.
+#[no_mangle]
+#[allow(clippy::not_unsafe_ptr_arg_deref)] // argv comes from the C runtime, valid by contract
+pub extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
+    let args: Vec<OsString> = (1..argc.max(0) as isize)
+        // SAFETY: the C runtime hands main argc valid, NUL-terminated strings.
+        .map(|i| unsafe { CStr::from_ptr(*argv.offset(i)) })
+        .map(|c| std::ffi::OsStr::from_bytes(c.to_bytes()).to_owned())
+        .collect();
+    run(args)
+}
+
+fn run(args: Vec<OsString>) -> c_int {
     let inv = argv::scan(&args);
     let located = settings::locate(&inv);
     let err: Error = if inv.is_create(&args) && inv.container_id.is_some() && !create::already_done(&inv) {
