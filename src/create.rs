@@ -16,6 +16,7 @@ use crate::cgroups::{self, SliceLimits, Tree};
 use crate::docker::{self, DockerMeta};
 use crate::error::{Error, Kind as ErrorKind, Result};
 use crate::gpu::alloc::{self, Quota, Unit, Who};
+use crate::gpu::cdi;
 use crate::gpu::inventory::{self, Node};
 use crate::gpu::request::{self, Request};
 use crate::gpu::store::{HostWorld, Store};
@@ -97,7 +98,7 @@ pub fn plan_seen(
             other => other?,
         }
     };
-    let grant = grant(&s.gpu, inventory, &units)?;
+    let grant = grant(&s.gpu, inventory, &units, toolkit_chained(r))?;
     let guard = guard_input(r, &owner);
     let limits = caps(r.policy, &owner, r.docker);
     let ctx = Context {
@@ -246,8 +247,45 @@ fn hold(policy: &Policy, user: &str, group: &str) -> Option<u64> {
     }
 }
 
-/// The device nodes of the granted units, read from the host's nodes.
-fn grant(s: &GpuSettings, inv: &[Gpu], units: &[Unit]) -> Result<GpuGrant> {
+/// True when NVIDIA's toolkit is in the chain: the low-level runtime is NVIDIA's, or the spec
+/// carries NVIDIA's hook. It then mounts the driver itself for NVIDIA_VISIBLE_DEVICES.
+fn toolkit_chained(r: &CreateInput) -> bool {
+    let runtime = Path::new(&r.settings.low_level_runtime).file_name().and_then(OsStr::to_str).unwrap_or("");
+    runtime.starts_with("nvidia-container-runtime")
+        || crate::spec::get(r.original, &["hooks"]).and_then(Value::as_object).is_some_and(|phases| {
+            phases.values().filter_map(Value::as_array).flatten().any(modifiers::is_nvidia_hook)
+        })
+}
+
+/// CDI names a unit may have in NVIDIA's spec (index, UUID, type-index), and how to name it.
+fn cdi_names(inv: &[Gpu], u: &Unit) -> (Vec<String>, String) {
+    let g = &inv[u.gpu];
+    match u.mig {
+        None => (
+            vec![g.index.to_string(), g.uuid.clone(), format!("gpu{}", g.index)],
+            format!("GPU {} ({})", g.index, g.uuid),
+        ),
+        Some(m) => (
+            vec![format!("{}:{m}", g.index), u.uuid.clone(), format!("mig{}:{m}", g.index)],
+            format!("MIG {} of GPU {}", u.uuid, g.index),
+        ),
+    }
+}
+
+/// The NVIDIA CDI edits for the granted units, when a spec exists and the toolkit is not chained.
+fn cdi_edits(s: &GpuSettings, inv: &[Gpu], units: &[Unit]) -> Result<Option<cdi::Resolved>> {
+    let reg = cdi::Registry::load(&s.cdi_dirs)?;
+    if reg.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<_> = units.iter().map(|u| cdi_names(inv, u)).collect();
+    let mut r = reg.resolve(&names)?;
+    cdi::fill_nodes(&mut r.edits, &s.dev_root)?;
+    Ok(Some(r))
+}
+
+/// The device nodes of the granted units, read from the host's nodes, and the CDI edits.
+fn grant(s: &GpuSettings, inv: &[Gpu], units: &[Unit], chained: bool) -> Result<GpuGrant> {
     let mut devices = Vec::new();
     for u in units {
         let g = &inv[u.gpu];
@@ -280,7 +318,8 @@ fn grant(s: &GpuSettings, inv: &[Gpu], units: &[Unit]) -> Result<GpuGrant> {
     } else {
         (inventory::control_nodes(&s.dev_root), inventory::nvidia_majors(&s.dev_root))
     };
-    Ok(GpuGrant { devices, control, majors })
+    let cdi = if units.is_empty() || chained { None } else { cdi_edits(s, inv, units)? };
+    Ok(GpuGrant { devices, control, majors, cdi })
 }
 
 /// What the guard checks against, gathered from the settings, the engine and the filesystem.

@@ -90,9 +90,22 @@ pub fn run(i: &Inputs) -> Vec<Check> {
         },
     );
     push("/dev/char links", char_links_check(&settings.gpu.dev_root));
+    push("CDI", cdi_check(&settings.gpu.cdi_dirs));
     push("state directory", writable_dir(&settings.state_dir));
     push("audit log", writable_log(&settings.audit_log));
     out
+}
+
+fn cdi_check(dirs: &[std::path::PathBuf]) -> Verdict {
+    let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    match crate::gpu::cdi::Registry::load(dirs) {
+        Ok(r) if r.is_empty() => ok(format!(
+            "no NVIDIA CDI spec in {}: GPU containers need NVIDIA's runtime or hook for the driver's files",
+            shown.join(", ")
+        )),
+        Ok(r) => ok(format!("NVIDIA CDI spec with {} device(s) in {}", r.len(), shown.join(", "))),
+        Err(e) => fail(e.to_string(), "regenerate it: nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"),
+    }
 }
 
 fn runtime_check(s: &Settings) -> Verdict {

@@ -110,4 +110,19 @@ fn doctor_reports_each_broken_piece() {
     fs::write(&s, text.replace("audit_log: log/events.jsonl", "audit_log: blocked/events.jsonl")).unwrap();
     let (ok, out) = doctor(&s, &daemon);
     assert!(!ok && out.contains("FAIL  audit log"), "{out}");
+
+    // A CDI spec that does not parse, then a good one.
+    let cdi = tmp.path().join("cdi");
+    fs::create_dir_all(&cdi).unwrap();
+    fs::write(cdi.join("nvidia.yaml"), "kind: nvidia.com/gpu\ndevices: 3\n").unwrap();
+    fs::write(&s, format!("{text}gpu:\n  cdi_dirs: [{}]\n", cdi.display())).unwrap();
+    let (ok, out) = doctor(&s, &daemon);
+    assert!(!ok && out.contains("FAIL  CDI") && out.contains("nvidia.yaml"), "{out}");
+    fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cdi/nvidia.yaml"),
+        cdi.join("nvidia.yaml"),
+    )
+    .unwrap();
+    let (_, out) = doctor(&s, &daemon);
+    assert!(out.contains("ok    CDI") && out.contains("NVIDIA CDI spec with 6 device(s)"), "{out}");
 }

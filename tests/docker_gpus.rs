@@ -148,3 +148,49 @@ fn stop_holds_start_returns_rm_releases() {
         remove_slices("student", &u);
     }
 }
+
+/// With a CDI spec and no NVIDIA runtime in the chain, `docker run` of a GPU container gets the
+/// driver's files from the spec, for its own GPU only.
+#[test]
+fn cdi_edits_through_docker() {
+    if !require_docker() {
+        return;
+    }
+    let d = Dockerd::start("cdi", Opts { gpus: 2, ..Opts::default() });
+    write_policy(d.tmp.path(), &gpu_policy("0"));
+    write_cdi(d.tmp.path(), &d.settings, 2);
+    let label = format!("ds01.user={}", unique("cu"));
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "ds01",
+        "--label",
+        &label,
+        "--label",
+        "ds01.gpus=1",
+        IMG,
+        "sh",
+        "-c",
+        "cat /usr/lib/x86_64-linux-gnu/libcuda.so.1; ls /dev | grep nvidia | sort | tr '\\n' ' '",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "fake libcuda 535\nnvidia-uvm nvidia-uvm-tools nvidia0 nvidiactl");
+    assert!(d.tmp.path().join("hook-state").exists(), "the CDI hook ran");
+    // `--gpus` brings NVIDIA's hook (the toolkit is in the chain): it mounts the driver, not CDI.
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "ds01",
+        "--label",
+        &label,
+        "--gpus",
+        "1",
+        IMG,
+        "sh",
+        "-c",
+        "test -e /usr/lib/x86_64-linux-gnu/libcuda.so.1 && echo cdi || echo hook",
+    ]);
+    assert_eq!(stdout(&o).trim(), "hook", "{}", stderr(&o));
+}

@@ -254,3 +254,49 @@ fn delete_holds_for_the_owner_then_releases_and_crashes_are_reclaimed() {
     remove_slices("student", "someoneelse");
     let _ = Path::new("");
 }
+
+#[test]
+fn cdi_edits_bring_the_driver_without_nvidias_runtime() {
+    if !require_runc() {
+        return;
+    }
+    let (rc, _dev) = gpu_runc("cdi", 4, "0");
+    let cdi = write_cdi(rc.tmp.path(), &rc.settings, 4);
+    let user = unique("cora");
+    let script = "cat /usr/lib/x86_64-linux-gnu/libcuda.so.1; echo \"$NVIDIA_DRIVER_CAPABILITIES $NVIDIA_VISIBLE_DEVICES\"; ls /dev | grep nvidia | sort | tr '\\n' ' '";
+    let b = busybox_bundle(&rc.tmp.path().join("b"), script, &[("ds01.user", &user), ("ds01.gpus", "1")]);
+    let id = unique("c");
+    let out = rc.shim(&["run", "--bundle", b.to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        ["fake libcuda 535", "compute,utility GPU-fake-0", "nvidia-uvm nvidia-uvm-tools nvidia0 nvidiactl"]
+    );
+    let hook = fs::read_to_string(rc.tmp.path().join("hook-state")).unwrap();
+    assert!(hook.contains(&id), "the CDI hook ran with the container's state: {hook}");
+    let cfg: serde_json::Value = serde_json::from_slice(&fs::read(b.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["annotations"]["ds01.cdi"], "nvidia.com/gpu=0");
+
+    // A container that asks for no GPU never reads CDI: a broken spec does not touch it.
+    fs::write(cdi.join("broken.yaml"), "kind: nvidia.com/gpu\ndevices: {oops").unwrap();
+    let b = busybox_bundle(&rc.tmp.path().join("b2"), "true", &[("ds01.user", &user)]);
+    let out = rc.shim(&["run", "--bundle", b.to_str().unwrap(), &unique("c")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // One that does is refused with the file named, its bundle unchanged, nothing allocated.
+    let b = busybox_bundle(&rc.tmp.path().join("b3"), "true", &[("ds01.user", &user), ("ds01.gpus", "1")]);
+    let before = fs::read(b.join("config.json")).unwrap();
+    let refused = unique("c");
+    let out = rc.shim(&["create", "--bundle", b.to_str().unwrap(), &refused]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("broken.yaml"), "{err}");
+    assert_eq!(fs::read(b.join("config.json")).unwrap(), before);
+    let st = state(&rc);
+    let holders: Vec<&str> =
+        st["allocations"].as_array().into_iter().flatten().filter_map(|a| a["container"].as_str()).collect();
+    assert!(!holders.contains(&refused.as_str()), "no allocation leaked: {st}");
+    remove_slices("student", &user);
+}

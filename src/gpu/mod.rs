@@ -2,6 +2,7 @@
 //! quotas and holds, and the device nodes that make an allocation visible in a container.
 
 pub mod alloc;
+pub mod cdi;
 pub mod inventory;
 pub mod nvml;
 pub mod request;

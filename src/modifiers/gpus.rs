@@ -28,12 +28,16 @@ pub struct GpuGrant {
     pub control: Vec<Node>,
     /// Majors of NVIDIA devices on this host.
     pub majors: Vec<i64>,
+    /// NVIDIA CDI edits for the allocated devices, when a CDI spec exists and NVIDIA's toolkit
+    /// is not in the chain (applied by the `cdi` modifier).
+    pub cdi: Option<crate::gpu::cdi::Resolved>,
 }
 
 /// Applies a [`GpuGrant`].
 pub struct Gpus;
 
-fn is_nvidia_hook(h: &Value) -> bool {
+/// True for a hook of NVIDIA's container toolkit (its legacy hook, or nvidia-ctk's CDI hooks).
+pub fn is_nvidia_hook(h: &Value) -> bool {
     let path = h.get("path").and_then(Value::as_str).unwrap_or("");
     let args = h
         .get("args")
@@ -179,7 +183,7 @@ impl SpecModifier for Gpus {
 }
 
 /// Sets `NAME=value` in process.env, replacing every earlier definition in place.
-fn set_env(spec: &mut Value, name: &str, value: &str) -> Result<()> {
+pub(super) fn set_env(spec: &mut Value, name: &str, value: &str) -> Result<()> {
     let process = spec::object_mut(spec, &["process"])?;
     let env = process.entry("env").or_insert_with(|| Value::Array(Vec::new()));
     let Some(env) = env.as_array_mut() else {
@@ -207,9 +211,7 @@ fn set_env(spec: &mut Value, name: &str, value: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Owner;
-    use crate::modifiers::{fixtures, ContainerCaps, GuardInput};
-    use crate::naming::Placement;
+    use crate::modifiers::fixtures;
     use serde_json::json;
 
     fn node(path: &str, major: i64, minor: i64) -> Node {
@@ -217,23 +219,7 @@ mod tests {
     }
 
     fn run(spec: &mut Value, grant: &GpuGrant) -> Vec<Note> {
-        let owner = Owner {
-            user: Some("a".into()),
-            group: Some("g".into()),
-            source: None,
-            placement: Placement::unattributed(),
-        };
-        let guard = GuardInput::default();
-        let ctx = Context {
-            container_id: "c",
-            owner: &owner,
-            systemd_cgroup: false,
-            scope_prefix: "docker",
-            gpus: grant,
-            guard: &guard,
-            limits: &ContainerCaps::default(),
-        };
-        Gpus.apply(spec, &ctx).unwrap()
+        crate::modifiers::with_test_context(grant, |ctx| Gpus.apply(spec, ctx).unwrap())
     }
 
     fn host() -> GpuGrant {
@@ -241,6 +227,7 @@ mod tests {
             devices: vec![],
             control: vec![node("/dev/nvidiactl", 195, 255), node("/dev/nvidia-uvm", 508, 0)],
             majors: vec![195, 508],
+            cdi: None,
         }
     }
 

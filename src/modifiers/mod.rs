@@ -1,13 +1,15 @@
 //! Spec modifiers: each is one pure change to config.json (spec plus context in, spec out),
 //! composed into the create pipeline in a fixed order.
 
+mod cdi;
 mod gpus;
 mod guard;
 mod labels;
 mod limits;
 mod slice;
 
-pub use gpus::{GpuGrant, Gpus, Granted};
+pub use cdi::Cdi;
+pub use gpus::{is_nvidia_hook, GpuGrant, Gpus, Granted};
 pub use guard::{Guard, GuardInput};
 pub use labels::Labels;
 pub use limits::{Cap, ContainerCaps, Limits, DOCKER_DEFAULT_SHM};
@@ -55,7 +57,14 @@ pub trait SpecModifier {
 
 /// The create pipeline's modifiers, in order.
 pub fn pipeline() -> Vec<Box<dyn SpecModifier>> {
-    vec![Box::new(SlicePlacement), Box::new(Limits), Box::new(Gpus), Box::new(Guard), Box::new(Labels)]
+    vec![
+        Box::new(SlicePlacement),
+        Box::new(Limits),
+        Box::new(Gpus),
+        Box::new(Guard),
+        Box::new(Cdi),
+        Box::new(Labels),
+    ]
 }
 
 /// Runs every modifier over `spec`; stops at the first refusal or failure.
@@ -65,6 +74,28 @@ pub fn apply_all(mods: &[Box<dyn SpecModifier>], spec: &mut Value, ctx: &Context
         notes.extend(m.apply(spec, ctx)?);
     }
     Ok(notes)
+}
+
+/// Runs `f` with a context for an unattributed container `c` holding `gpus`, for modifier tests.
+#[cfg(test)]
+pub(crate) fn with_test_context<T>(gpus: &GpuGrant, f: impl FnOnce(&Context) -> T) -> T {
+    let owner = Owner {
+        user: Some("a".into()),
+        group: Some("g".into()),
+        source: None,
+        placement: crate::naming::Placement::unattributed(),
+    };
+    let guard = GuardInput::default();
+    let limits = ContainerCaps::default();
+    f(&Context {
+        container_id: "c",
+        owner: &owner,
+        systemd_cgroup: false,
+        scope_prefix: "docker",
+        gpus,
+        guard: &guard,
+        limits: &limits,
+    })
 }
 
 #[cfg(test)]

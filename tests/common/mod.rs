@@ -309,3 +309,33 @@ pub fn fake_mig_proc(dir: &Path, minor: u32, gis: &[u32]) -> PathBuf {
     }
     proc_root
 }
+
+/// A CDI spec shaped like nvidia-ctk's, in `dir`/cdi and named in `settings` (whose last
+/// section must be `gpu:`): a driver library to mount, a hook that saves the container state in
+/// `dir`/hook-state, env, the control nodes, and per-GPU nodes (plus `all`, never to be used).
+pub fn write_cdi(dir: &Path, settings: &Path, n: u32) -> PathBuf {
+    let (cdi, driver) = (dir.join("cdi"), dir.join("driver"));
+    std::fs::create_dir_all(&cdi).unwrap();
+    std::fs::create_dir_all(&driver).unwrap();
+    std::fs::write(driver.join("libcuda.so.535.104.05"), "fake libcuda 535\n").unwrap();
+    let mut y = String::from("cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n");
+    for i in 0..n {
+        y += &format!("- name: \"{i}\"\n  containerEdits:\n    deviceNodes:\n    - path: /dev/nvidia{i}\n");
+    }
+    y += "- name: all\n  containerEdits:\n    deviceNodes:\n";
+    for i in 0..n {
+        y += &format!("    - path: /dev/nvidia{i}\n");
+    }
+    y += &format!(
+        "containerEdits:\n  env: [NVIDIA_VISIBLE_DEVICES=void, 'NVIDIA_DRIVER_CAPABILITIES=compute,utility']\n\
+         \x20 deviceNodes: [{{path: /dev/nvidiactl}}, {{path: /dev/nvidia-uvm}}, {{path: /dev/nvidia-uvm-tools}}]\n\
+         \x20 hooks:\n  - {{hookName: createRuntime, path: /bin/sh, args: [sh, -c, 'cat > {hook}']}}\n\
+         \x20 mounts:\n  - {{hostPath: {lib}, containerPath: /usr/lib/x86_64-linux-gnu/libcuda.so.1, options: [ro, nosuid, nodev, bind]}}\n",
+        hook = dir.join("hook-state").display(),
+        lib = driver.join("libcuda.so.535.104.05").display(),
+    );
+    std::fs::write(cdi.join("nvidia.yaml"), y).unwrap();
+    let text = std::fs::read_to_string(settings).unwrap() + &format!("  cdi_dirs: [{}]\n", cdi.display());
+    std::fs::write(settings, text).unwrap();
+    cdi
+}
