@@ -23,7 +23,7 @@ use crate::gpu::store::{HostWorld, Store};
 use crate::gpu::Gpu;
 use crate::identity::{self, Clues, Owner};
 use crate::modifiers::{
-    self, Cap, ContainerCaps, Context, GpuGrant, Granted, GuardInput, Note, DOCKER_DEFAULT_SHM,
+    self, Cap, ContainerCaps, Context, Engine, GpuGrant, Granted, GuardInput, Note, DOCKER_DEFAULT_SHM,
 };
 use crate::policy::{Nullable, Policy};
 use crate::settings::{GpuSettings, Settings};
@@ -109,6 +109,10 @@ pub fn plan_seen(
         gpus: &grant,
         guard: &guard,
         limits: &limits,
+        engine: Engine {
+            name: r.docker.and_then(|d| d.engine.name.as_deref()),
+            image: r.docker.and_then(|d| d.engine.image.as_deref()),
+        },
     };
     let mut spec = r.original.clone();
     let notes = modifiers::apply_all(&modifiers::pipeline(), &mut spec, &ctx)?;
@@ -427,6 +431,29 @@ fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
+/// A container's own entries in the allocation state, kept to undo a reservation.
+struct Entries {
+    allocations: Vec<alloc::Allocation>,
+    containers: Vec<alloc::Live>,
+}
+
+impl Entries {
+    fn of(state: &alloc::State, id: &str) -> Entries {
+        Entries {
+            allocations: state.allocations.iter().filter(|a| a.container == id).cloned().collect(),
+            containers: state.containers.iter().filter(|c| c.container == id).cloned().collect(),
+        }
+    }
+
+    /// Puts the container's entries back as they were (a hold it had stays held).
+    fn restore(self, state: &mut alloc::State, id: &str) {
+        state.allocations.retain(|a| a.container != id);
+        state.containers.retain(|c| c.container != id);
+        state.allocations.extend(self.allocations);
+        state.containers.extend(self.containers);
+    }
+}
+
 /// Everything `create` does before exec: returns the low-level runtime to exec. `ev` is the
 /// audit event, filled in as far as the create got (the caller records it on failure).
 pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event) -> Result<PathBuf> {
@@ -442,7 +469,7 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event) -> Result<
     )?;
     let dir = bundle_dir(inv);
     let bundle = Bundle::load(&dir)?;
-    let policy = Policy::load(&settings.policy)?;
+    let policy = Policy::load_cached(&settings.policy, &settings.state_dir.join("cache"))?;
     let meta = docker::load(&settings.docker_root, id)?;
     if let Some(m) = &meta {
         ev.name = m.engine.name.clone();
@@ -518,8 +545,13 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event) -> Result<
         let world = HostWorld { docker_root: settings.docker_root.clone() };
         let store = Store::new(&settings.state_dir);
         let now = now_secs();
-        let result = store.locked(|state, waited| {
+        // The lock covers only read, decide and write of the state: the GPUs are reserved for
+        // this container (its entry carries this pid, so a crash before runc leaves nothing for
+        // good: reconcile drops it), then the slower rest runs unlocked, and on failure the
+        // container's own entries are put back as they were.
+        let reserved = store.locked(|state, waited| {
             ev.lock_wait_ms = Some(waited.as_secs_f64() * 1000.0);
+            let before = Entries::of(state, id);
             let mut extra: Vec<Event> = alloc::reconcile(state, now, &world)
                 .iter()
                 .map(|a| gpu_event(AuditKind::Reclaim, a, "released", "its container no longer exists"))
@@ -545,12 +577,24 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event) -> Result<
             if let Some(a) = state.allocations.iter().find(|a| a.container == id && !plan.gpus.is_empty()) {
                 extra.push(gpu_event(AuditKind::GpuAllocate, a, "ok", ""));
             }
-            finish(&plan, ev, extra)?;
-            Ok(((), true))
+            Ok(((plan, extra, before), true))
         });
-        if let Err(e) = result {
-            noted(ev, &seen);
-            return Err(e);
+        let (plan, extra, before) = match reserved {
+            Ok(((plan, extra, before), _)) => (plan, extra, before),
+            Err(e) => {
+                noted(ev, &seen);
+                return Err(e);
+            }
+        };
+        if let Err(e) = finish(&plan, ev, extra) {
+            let undone = store.locked(|state, _| {
+                before.restore(state, id);
+                Ok(((), true))
+            });
+            return Err(match undone {
+                Ok(_) => e,
+                Err(u) => e.context(format!("and the GPU reservation could not be undone ({u})")),
+            });
         }
     }
     // Edition 2021: set_var is safe; the process is single-threaded and execs next.

@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::io::FromRawFd;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::time::Duration;
@@ -31,11 +32,15 @@ pub fn spawn_followup(inv: &Invocation, args: &[OsString], settings: &Located) {
     // SAFETY: single-threaded process; the child only runs our own code and exits.
     if unsafe { libc::fork() } == 0 {
         detach();
-        let loaded = Settings::load(settings).ok();
-        let before = Snapshot::read(inv, loaded.as_ref());
+        // Below the call it follows: on a busy host runc and the engine go first.
+        // SAFETY: plain syscall on our own process.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+        // Only runc's state file is read before the wait (runc deletes it); the rest waits.
+        let id = inv.container_id.as_deref().unwrap_or_default();
+        let raw = std::fs::read(Path::new(&runc_root(inv)).join(id).join("state.json"));
         wait_for_exit(runtime_pid);
-        if let Some(s) = loaded {
-            followup(inv, args, &s, before);
+        if let Ok(s) = Settings::load(settings) {
+            followup(inv, args, &s, Snapshot::parse(raw.as_deref().unwrap_or_default()));
         }
         // SAFETY: leave without running the parent's atexit handlers or flushing its buffers.
         unsafe { libc::_exit(0) }
@@ -81,30 +86,24 @@ fn wait_for_exit(pid: i32) {
     }
 }
 
-/// What runc's own state said about the container before the call.
+/// What runc's own state said about the container before the call: the ds01.* annotations
+/// the create left (runc keeps the spec's annotations as labels in `<root>/<id>/state.json`).
 struct Snapshot {
     labels: Vec<(String, String)>,
-    name: Option<String>,
-    image: Option<String>,
 }
 
 impl Snapshot {
-    /// Reads `<root>/<id>/state.json` (runc keeps the spec's annotations as labels there).
-    fn read(inv: &Invocation, settings: Option<&Settings>) -> Snapshot {
-        let id = inv.container_id.as_deref().map(|i| i.to_string_lossy().into_owned()).unwrap_or_default();
-        let path = std::path::Path::new(&runc_root(inv)).join(&id).join("state.json");
-        let labels = std::fs::read(path)
+    /// Parses the labels out of runc's state.json (empty when it was unreadable).
+    fn parse(state_json: &[u8]) -> Snapshot {
+        let labels = serde_json::from_slice::<serde_json::Value>(state_json)
             .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| v.get("config")?.get("labels")?.as_array().cloned())
             .unwrap_or_default()
             .iter()
             .filter_map(|l| l.as_str()?.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
             .filter(|(k, _)| k.starts_with("ds01."))
             .collect();
-        let meta = settings.and_then(|s| crate::docker::load(&s.docker_root, &id).ok().flatten());
-        let (name, image) = meta.map(|m| (m.engine.name, m.engine.image)).unwrap_or_default();
-        Snapshot { labels, name, image }
+        Snapshot { labels }
     }
 
     fn get(&self, k: &str) -> Option<String> {
@@ -129,8 +128,8 @@ fn followup(inv: &Invocation, args: &[OsString], settings: &Settings, before: Sn
     };
     let mut ev = Event::new(kind, SystemTime::now(), outcome);
     ev.container = Some(id.to_owned());
-    ev.name = before.name.clone();
-    ev.image = before.image.clone();
+    ev.name = before.get("ds01.name");
+    ev.image = before.get("ds01.image");
     ev.owner = before.get("ds01.user");
     ev.group = before.get("ds01.group");
     ev.slice = before.get("ds01.slice");

@@ -241,10 +241,13 @@ impl Settings {
     /// Parses settings text; `path` names the file in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Settings> {
         let bad = |e: &dyn std::fmt::Display| Error::failed(format!("settings file {}: {e}", path.display()));
+        let base = path.parent().unwrap_or(Path::new("/"));
         let mut s: Settings = if text.trim().is_empty() {
             Settings::default()
         } else {
-            crate::yaml::from_str(text, "settings file", path)?
+            // The JSON copy lives in the state directory, found from its one line.
+            let state = fast_value(text, "state_dir").unwrap_or_else(|| "/run/ds01-runtime".into());
+            crate::yaml::from_str_cached(text, "settings file", path, &base.join(state).join("cache"))?
         };
         if fast_runtime(text).as_deref().unwrap_or("runc") != s.low_level_runtime {
             return Err(bad(&"low_level_runtime must be written on one line at the top level, as `low_level_runtime: PATH`"));
@@ -252,7 +255,6 @@ impl Settings {
         if s.low_level_runtime.is_empty() {
             return Err(bad(&"low_level_runtime is empty"));
         }
-        let base = path.parent().unwrap_or(Path::new("/"));
         for p in [
             &mut s.policy,
             &mut s.state_dir,
@@ -283,11 +285,14 @@ pub fn low_level_runtime_fast(path: &Path) -> std::ffi::OsString {
 }
 
 fn fast_runtime(text: &str) -> Option<String> {
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.strip_prefix(RUNTIME_KEY).is_some_and(|r| r.trim_start().starts_with(':')))?;
-    let v = line[RUNTIME_KEY.len()..].trim_start().strip_prefix(':')?;
+    fast_value(text, RUNTIME_KEY)
+}
+
+/// The value of a top-level `key: value` line (the last one), without parsing the YAML.
+fn fast_value(text: &str, key: &str) -> Option<String> {
+    let line =
+        text.lines().rev().find(|l| l.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with(':')))?;
+    let v = line[key.len()..].trim_start().strip_prefix(':')?;
     let v = match v.find(" #") {
         Some(i) => &v[..i],
         None => v,

@@ -300,3 +300,28 @@ fn cdi_edits_bring_the_driver_without_nvidias_runtime() {
     assert!(!holders.contains(&refused.as_str()), "no allocation leaked: {st}");
     remove_slices("student", &user);
 }
+
+/// A create that fails after its GPU was reserved (here: the audit log cannot be written and
+/// the settings say to refuse then) leaves no allocation behind.
+#[test]
+fn a_create_failing_after_the_reservation_gives_the_gpu_back() {
+    if !require_runc() {
+        return;
+    }
+    let (rc, _dev) = gpu_runc("undo", 4, "0");
+    fs::write(rc.tmp.path().join("blocked"), "a file, not a folder").unwrap();
+    let text = fs::read_to_string(&rc.settings)
+        .unwrap()
+        .replace("audit_log: log/events.jsonl", "audit_log: blocked/events.jsonl");
+    fs::write(&rc.settings, text + "audit_failure: refuse\n").unwrap();
+    let user = unique("uma");
+    let b = busybox_bundle(&rc.tmp.path().join("b"), "true", &[("ds01.user", &user), ("ds01.gpus", "1")]);
+    let before = fs::read(b.join("config.json")).unwrap();
+    let out = rc.shim(&["create", "--bundle", b.to_str().unwrap(), &unique("u")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("blocked/events.jsonl"), "{}", stderr(&out));
+    assert_eq!(fs::read(b.join("config.json")).unwrap(), before, "bundle unchanged");
+    let st = state(&rc);
+    assert!(devices_of(&st).is_empty(), "the reservation was undone: {st}");
+    assert!(st["containers"].as_array().is_none_or(|c| c.is_empty()), "{st}");
+}

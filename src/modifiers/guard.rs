@@ -156,6 +156,7 @@ mod tests {
             gpus: &grant,
             guard: g,
             limits: &ContainerCaps::default(),
+            engine: Default::default(),
         };
         Guard.apply(spec, &ctx)
     }

@@ -6,7 +6,9 @@ use super::{Context, Note, SpecModifier};
 use crate::error::Result;
 use crate::spec;
 
-/// Sets ds01.user, ds01.group, ds01.slice, ds01.managed and ds01.identity-source.
+/// Sets ds01.user, ds01.group, ds01.slice, ds01.managed, ds01.identity-source, and the engine's
+/// ds01.name and ds01.image (runc keeps them in its state, so `delete` can be recorded by name
+/// after the engine has forgotten the container).
 pub struct Labels;
 
 impl SpecModifier for Labels {
@@ -29,6 +31,12 @@ impl SpecModifier for Labels {
         set("ds01.slice", owner.placement.leaf());
         set("ds01.managed", "true");
         set("ds01.identity-source", owner.source_name());
+        if let Some(n) = ctx.engine.name {
+            set("ds01.name", n);
+        }
+        if let Some(i) = ctx.engine.image {
+            set("ds01.image", i);
+        }
         Ok(vec![Note { path: "annotations".into(), why: "ownership annotations (ds01.*)".into() }])
     }
 }
@@ -57,6 +65,7 @@ mod tests {
             gpus: &GpuGrant::default(),
             guard: &GuardInput::default(),
             limits: &ContainerCaps::default(),
+            engine: crate::modifiers::Engine { name: Some("nb1"), image: Some("pytorch:2") },
         };
         let mut spec = fixtures::podman();
         let before: Vec<String> = spec["annotations"].as_object().unwrap().keys().cloned().collect();
@@ -70,6 +79,8 @@ mod tests {
         assert_eq!(ann["ds01.slice"], "ds01-researcher-carol.slice");
         assert_eq!(ann["ds01.managed"], "true");
         assert_eq!(ann["ds01.identity-source"], "annotation");
+        assert_eq!(ann["ds01.name"], "nb1");
+        assert_eq!(ann["ds01.image"], "pytorch:2");
     }
 
     #[test]
@@ -83,6 +94,7 @@ mod tests {
             gpus: &GpuGrant::default(),
             guard: &GuardInput::default(),
             limits: &ContainerCaps::default(),
+            engine: Default::default(),
         };
         let mut spec = fixtures::docker();
         assert!(spec.get("annotations").is_none());
@@ -92,5 +104,6 @@ mod tests {
         assert_eq!(spec["annotations"]["ds01.slice"], "ds01-unattributed.slice");
         assert_eq!(spec["annotations"]["ds01.identity-source"], "none");
         assert!(spec["annotations"].get("ds01.user").is_none());
+        assert!(spec["annotations"].get("ds01.name").is_none(), "no engine name, no annotation");
     }
 }

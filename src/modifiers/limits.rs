@@ -234,6 +234,7 @@ mod tests {
             gpus: &GpuGrant::default(),
             guard: &GuardInput::default(),
             limits: c,
+            engine: Default::default(),
         };
         Limits.apply(spec, &ctx)
     }

@@ -36,6 +36,17 @@ pub struct Context<'a> {
     pub guard: &'a GuardInput,
     /// Per-container caps from the policy.
     pub limits: &'a ContainerCaps,
+    /// The engine's name for the container and its image, when the engine says.
+    pub engine: Engine<'a>,
+}
+
+/// What the engine calls the container (Docker's name and image), for the annotations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Engine<'a> {
+    /// Container name, without Docker's leading `/`.
+    pub name: Option<&'a str>,
+    /// Image reference.
+    pub image: Option<&'a str>,
 }
 
 /// One change a modifier made, and why: shown by `ds01ctl explain` and kept in the audit.
@@ -95,6 +106,7 @@ pub(crate) fn with_test_context<T>(gpus: &GpuGrant, f: impl FnOnce(&Context) -> 
         gpus,
         guard: &guard,
         limits: &limits,
+        engine: Engine::default(),
     })
 }
 

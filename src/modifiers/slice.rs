@@ -61,6 +61,7 @@ mod tests {
                     gpus: &GpuGrant::default(),
                     guard: &GuardInput::default(),
                     limits: &ContainerCaps::default(),
+                    engine: Default::default(),
                 };
                 let notes = SlicePlacement.apply(&mut spec, &ctx).unwrap();
                 let want = if systemd {
@@ -85,6 +86,7 @@ mod tests {
             gpus: &GpuGrant::default(),
             guard: &GuardInput::default(),
             limits: &ContainerCaps::default(),
+            engine: Default::default(),
         };
         let mut spec = serde_json::json!({"ociVersion": "1.0.2"});
         SlicePlacement.apply(&mut spec, &ctx).unwrap();

@@ -174,6 +174,16 @@ pub struct Policy {
 impl Policy {
     /// Loads `path` plus `groups/*.members` and `user-overrides.yaml` beside it.
     pub fn load(path: &Path) -> Result<Policy> {
+        Policy::load_with(path, None)
+    }
+
+    /// Like [`Policy::load`], keeping JSON copies of the YAML documents in `cache_dir` (the
+    /// create path, which reads the policy on every call).
+    pub fn load_cached(path: &Path, cache_dir: &Path) -> Result<Policy> {
+        Policy::load_with(path, Some(cache_dir))
+    }
+
+    fn load_with(path: &Path, cache_dir: Option<&Path>) -> Result<Policy> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::failed(format!("cannot read policy file {}: {e}", path.display())))?;
         let dir = path.parent().unwrap_or(Path::new("/"));
@@ -185,7 +195,8 @@ impl Policy {
                 return Err(Error::failed(format!("cannot read {}: {e}", overrides_path.display())));
             }
         };
-        let mut policy = Policy::parse(&text, path, overrides_text.as_deref(), &overrides_path)?;
+        let mut policy =
+            Policy::parse_with(&text, path, overrides_text.as_deref(), &overrides_path, cache_dir)?;
         let groups: Vec<String> = policy.file.groups.keys().cloned().collect();
         for g in groups {
             let file = dir.join("groups").join(format!("{g}.members"));
@@ -200,10 +211,31 @@ impl Policy {
 
     /// Parses the policy text and the optional user-overrides text.
     pub fn parse(text: &str, path: &Path, overrides: Option<&str>, overrides_path: &Path) -> Result<Policy> {
+        Policy::parse_with(text, path, overrides, overrides_path, None)
+    }
+
+    fn parse_with(
+        text: &str,
+        path: &Path,
+        overrides: Option<&str>,
+        overrides_path: &Path,
+        cache_dir: Option<&Path>,
+    ) -> Result<Policy> {
+        fn yaml<T: serde::de::DeserializeOwned>(
+            t: &str,
+            what: &str,
+            p: &Path,
+            c: Option<&Path>,
+        ) -> Result<T> {
+            match c {
+                Some(dir) => crate::yaml::from_str_cached(t, what, p, dir),
+                None => crate::yaml::from_str(t, what, p),
+            }
+        }
         let file: PolicyFile = if text.trim().is_empty() {
             PolicyFile::default()
         } else {
-            crate::yaml::from_str(text, "policy file", path)?
+            yaml(text, "policy file", path, cache_dir)?
         };
         let mut policy = Policy { path: path.to_path_buf(), ..Policy::default() };
         for (name, g) in &file.groups {
@@ -216,7 +248,7 @@ impl Policy {
         }
         if let Some(t) = overrides.filter(|t| !t.trim().is_empty()) {
             let extra: BTreeMap<String, Option<Limits>> =
-                crate::yaml::from_str(t, "user overrides file", overrides_path)?;
+                yaml(t, "user overrides file", overrides_path, cache_dir)?;
             for (user, l) in extra {
                 policy.overrides.insert(user, l.unwrap_or_default());
             }

@@ -125,3 +125,31 @@ fn load_reads_members_and_overrides_beside_the_file() {
     assert!(e.to_string().contains("missing.yaml"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn cached_load_gives_the_same_policy_and_follows_edits() {
+    let dir = std::env::temp_dir().join(format!("ds01-policy-cache-{}", std::process::id()));
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(dir.join("groups")).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime-config");
+    std::fs::write(dir.join("resource-limits.yaml"), SHIPPED).unwrap();
+    std::fs::copy(shipped.join("user-overrides.yaml"), dir.join("user-overrides.yaml")).unwrap();
+    let path = dir.join("resource-limits.yaml");
+    let plain = format!("{:?}", Policy::load(&path).unwrap());
+    let miss = format!("{:?}", Policy::load_cached(&path, &cache).unwrap());
+    let copies = std::fs::read_dir(&cache).unwrap().count();
+    assert!(copies >= 1, "a JSON copy was written");
+    let hit = format!("{:?}", Policy::load_cached(&path, &cache).unwrap());
+    assert_eq!(plain, miss);
+    assert_eq!(plain, hit, "the JSON copy gives exactly the YAML's policy");
+    // An edit is seen at once (the copy is named by the text's digest), the stale copy goes.
+    std::fs::write(&path, SHIPPED.replace("max_cpus: 32", "max_cpus: 7")).unwrap();
+    let p = Policy::load_cached(&path, &cache).unwrap();
+    assert_eq!(p.resolve("x", "student", |l| &l.max_cpus).value, Nullable::Value(7.0));
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), copies);
+    // A broken file is the YAML's error, cache or not.
+    std::fs::write(&path, "defaults:\n  max_cpus: lots\n").unwrap();
+    let e = Policy::load_cached(&path, &cache).unwrap_err();
+    assert!(e.to_string().contains("line 2") && e.to_string().contains("defaults.max_cpus"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -21,6 +21,8 @@ pub struct Opts<'a> {
     /// Fake GPUs (mknod nodes, static inventory), and a stub nvidia-container-runtime-hook on
     /// dockerd's PATH so that it accepts `--gpus`.
     pub gpus: u32,
+    /// Where the engine's directories go (default /tmp); the benchmark uses tmpfs, like /run.
+    pub base: Option<&'a Path>,
 }
 
 /// A running private dockerd.
@@ -44,7 +46,7 @@ pub fn require_docker() -> bool {
 impl Dockerd {
     /// Starts dockerd and imports the busybox image `ds01-busybox:test`.
     pub fn start(tag: &str, opts: Opts) -> Dockerd {
-        let tmp = TempDir::in_dir(Path::new("/tmp"), &format!("d01{tag}"));
+        let tmp = TempDir::in_dir(opts.base.unwrap_or(Path::new("/tmp")), &format!("d01{tag}"));
         let dir = tmp.path().to_path_buf();
         let gpu_settings =
             if opts.gpus > 0 { static_gpus(&fake_dev(&dir, opts.gpus), opts.gpus) } else { String::new() };
