@@ -10,19 +10,17 @@ use common::*;
 const IMG: &str = "ds01-busybox:test";
 
 fn nvidia_nodes(d: &Dockerd, args: &[&str]) -> String {
-    let mut all = vec!["run", "--rm", "--runtime", "ds01"];
-    all.extend_from_slice(args);
+    let mut all = args.to_vec();
     all.extend_from_slice(&[IMG, "sh", "-c", "ls /dev | grep nvidia | sort | tr '\\n' ' '"]);
-    let o = d.docker(&all);
+    let o = d.run_ds01(&all);
     assert!(o.status.success(), "docker {all:?}: {}", stderr(&o));
     stdout(&o).trim().to_owned()
 }
 
 fn run_err(d: &Dockerd, args: &[&str]) -> String {
-    let mut all = vec!["run", "--rm", "--runtime", "ds01"];
-    all.extend_from_slice(args);
+    let mut all = args.to_vec();
     all.extend_from_slice(&[IMG, "true"]);
-    let o = d.docker(&all);
+    let o = d.run_ds01(&all);
     assert!(!o.status.success(), "docker {all:?} should fail");
     stderr(&o)
 }
@@ -51,11 +49,7 @@ fn gpus_quotas_and_leak_routes_through_docker() {
     let node = d.tmp.path().join("dev/nvidia1");
     let dev_flag = format!("{}:/dev/nvidia1", node.display());
     assert_eq!(nvidia_nodes(&d, &["--label", &label, "--device", &dev_flag]), "");
-    let o = d.docker(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "ds01",
+    let o = d.run_ds01(&[
         "--label",
         &label,
         "-e",
@@ -66,18 +60,7 @@ fn gpus_quotas_and_leak_routes_through_docker() {
         "echo $NVIDIA_VISIBLE_DEVICES",
     ]);
     assert_eq!(stdout(&o).trim(), "void", "{}", stderr(&o));
-    let o = d.docker(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "ds01",
-        "--label",
-        &label,
-        "-v",
-        "/etc:/host-etc",
-        IMG,
-        "true",
-    ]);
+    let o = d.run_ds01(&["--label", &label, "-v", "/etc:/host-etc", IMG, "true"]);
     assert!(
         stderr(&o).contains("ds01-runtime: bind mount of /etc is refused: a system folder"),
         "{}",
@@ -128,20 +111,7 @@ fn stop_holds_start_returns_rm_releases() {
     // Removed: released.
     assert!(d.docker(&["rm", "-f", &format!("one._.{a}")]).status.success());
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let o = d.docker(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "ds01",
-        "--label",
-        &format!("ds01.user={c}"),
-        "--gpus",
-        "1",
-        IMG,
-        "sh",
-        "-c",
-        show,
-    ]);
+    let o = d.run_ds01(&["--label", &format!("ds01.user={c}"), "--gpus", "1", IMG, "sh", "-c", show]);
     assert!(o.status.success(), "free after rm -f: {}", stderr(&o));
     assert_eq!(stdout(&o), first);
     for u in [a, b, c] {
@@ -160,11 +130,7 @@ fn cdi_edits_through_docker() {
     write_policy(d.tmp.path(), &gpu_policy("0"));
     write_cdi(d.tmp.path(), &d.settings, 2);
     let label = format!("ds01.user={}", unique("cu"));
-    let o = d.docker(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "ds01",
+    let o = d.run_ds01(&[
         "--label",
         &label,
         "--label",
@@ -178,11 +144,7 @@ fn cdi_edits_through_docker() {
     assert_eq!(stdout(&o).trim(), "fake libcuda 535\nnvidia-uvm nvidia-uvm-tools nvidia0 nvidiactl");
     assert!(d.tmp.path().join("hook-state").exists(), "the CDI hook ran");
     // `--gpus` brings NVIDIA's hook (the toolkit is in the chain): it mounts the driver, not CDI.
-    let o = d.docker(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "ds01",
+    let o = d.run_ds01(&[
         "--label",
         &label,
         "--gpus",

@@ -121,6 +121,13 @@ impl Dockerd {
         d
     }
 
+    /// `docker run --rm --runtime ds01 ARGS…` against this engine.
+    pub fn run_ds01(&self, args: &[&str]) -> Output {
+        let mut all = vec!["run", "--rm", "--runtime", "ds01"];
+        all.extend_from_slice(args);
+        self.docker(&all)
+    }
+
     /// Runs the docker CLI against this engine.
     pub fn docker(&self, args: &[&str]) -> Output {
         Command::new("docker")
