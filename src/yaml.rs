@@ -76,7 +76,8 @@ pub fn from_str_cached<T: DeserializeOwned>(
 /// Writes the JSON copy (temp file and rename, so a reader never sees half of one) and removes
 /// the stale copies of the same file. Failures only cost the next call a YAML parse.
 fn write_copy(dir: &Path, slug: &str, copy: &Path, json: &[u8]) {
-    if std::fs::create_dir_all(dir).is_err() {
+    // Only inside an existing state directory: reading a file must not create one.
+    if !dir.parent().is_some_and(Path::is_dir) || (!dir.is_dir() && std::fs::create_dir(dir).is_err()) {
         return;
     }
     if let Ok(entries) = std::fs::read_dir(dir) {

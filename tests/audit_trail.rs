@@ -122,17 +122,7 @@ fn an_unwritable_log_allows_or_refuses_as_configured() {
         fs::write(&d.settings, text).unwrap();
         fs::write(d.tmp.path().join("blocked"), "not a directory").unwrap();
         let user = unique("ro");
-        let o = d.docker(&[
-            "run",
-            "--rm",
-            "--runtime",
-            "ds01",
-            "--label",
-            &format!("ds01.user={user}"),
-            "ds01-busybox:test",
-            "echo",
-            "ran",
-        ]);
+        let o = d.run_ds01(&["--label", &format!("ds01.user={user}"), "ds01-busybox:test", "echo", "ran"]);
         if should_run {
             assert!(o.status.success(), "allow: {}", stderr(&o));
             assert_eq!(stdout(&o).trim(), "ran");

@@ -44,18 +44,7 @@ fn docker_run_lands_in_each_owners_slice() {
     let o = d.docker(&["run", "--rm", "--runtime", "ds01", IMG, "true"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("ds01-runtime: container has no owner"), "{}", stderr(&o));
-    let o = d.docker(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "ds01",
-        "--label",
-        "ds01.user=alice",
-        "--name",
-        "x._.bob",
-        IMG,
-        "true",
-    ]);
+    let o = d.run_ds01(&["--label", "ds01.user=alice", "--name", "x._.bob", IMG, "true"]);
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("ds01-runtime: owner conflict: label says alice, name says bob"),
@@ -144,8 +133,8 @@ fn caps_apply_and_over_asking_is_refused_in_docker_run() {
     let user = unique("cap");
     let label = format!("ds01.user={user}");
     // Asking for nothing: the caps of the shipped policy (defaults: 32g, 32 CPUs, 4096 pids, 16g shm).
-    let o = d.docker(&[
-        "run", "--rm", "--runtime", "ds01", "--label", &label, IMG, "sh", "-c",
+    let o = d.run_ds01(&[
+        "--label", &label, IMG, "sh", "-c",
         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us; grep /dev/shm /proc/mounts",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -154,11 +143,7 @@ fn caps_apply_and_over_asking_is_refused_in_docker_run() {
     assert_eq!(&lines[..3], [(32u64 << 30).to_string().as_str(), "4096", "3200000"], "{out}");
     assert!(lines[3].contains(&format!("size={}k", 16u64 << 20)), "{out}");
     // Asking for less keeps it.
-    let o = d.docker(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "ds01",
+    let o = d.run_ds01(&[
         "--label",
         &label,
         "-m",

@@ -129,7 +129,7 @@ fn load_reads_members_and_overrides_beside_the_file() {
 #[test]
 fn cached_load_gives_the_same_policy_and_follows_edits() {
     let dir = std::env::temp_dir().join(format!("ds01-policy-cache-{}", std::process::id()));
-    let cache = dir.join("cache");
+    let cache = dir.join("cache"); // inside an existing folder, as the state directory is
     std::fs::create_dir_all(dir.join("groups")).unwrap();
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime-config");
     std::fs::write(dir.join("resource-limits.yaml"), SHIPPED).unwrap();
