@@ -18,6 +18,7 @@ use crate::error::{Error, Kind as ErrorKind, Result};
 use crate::gpu::alloc::{self, Quota, Unit, Who};
 use crate::gpu::cdi;
 use crate::gpu::inventory::{self, Node};
+use crate::gpu::nvml::Querier;
 use crate::gpu::request::{self, Request};
 use crate::gpu::store::{HostWorld, Store};
 use crate::gpu::Gpu;
@@ -65,21 +66,46 @@ pub type Allocator<'x> = dyn FnMut(&Owner, &Request, &Quota) -> Result<Vec<Unit>
 
 /// Runs identity resolution, the GPU decision and every modifier over a copy of the spec.
 pub fn plan(r: &CreateInput, inventory: &[Gpu], allocate: &mut Allocator) -> Result<Plan> {
-    plan_seen(r, inventory, allocate, &mut None)
+    let mut seen = Seen::default();
+    match plan_seen(r, inventory, allocate, &mut seen, false) {
+        Err(_) if seen.admin_would_pass(r.policy) => {
+            plan_seen(r, inventory, allocate, &mut Seen::default(), true)
+        }
+        other => other,
+    }
 }
 
-/// Like [`plan`], also leaving the owner in `seen` as soon as it is known (for the audit record
-/// of a refusal that comes after it).
+/// What a plan learned before it finished or failed.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// The owner, as soon as it is known (for the audit record of a refusal that comes after it).
+    pub owner: Option<Owner>,
+    /// The GPU request was refused under the owner's quota. Admins have none, so the caller
+    /// looks the owner up (outside any lock: it may ask LDAP) and plans again as admin.
+    pub gpus_refused: bool,
+}
+
+impl Seen {
+    /// True when the GPU request was refused and the owner is an admin.
+    pub fn admin_would_pass(&self, policy: &Policy) -> bool {
+        self.gpus_refused
+            && self.owner.as_ref().and_then(|o| o.user.as_deref()).is_some_and(|u| policy.is_admin(u))
+    }
+}
+
+/// Like [`plan`], one pass: GPUs are decided under the admin's quota when `admin`, else under
+/// the owner's own (no admin lookup); what was learned is left in `seen`.
 pub fn plan_seen(
     r: &CreateInput,
     inventory: &[Gpu],
     allocate: &mut Allocator,
-    seen: &mut Option<Owner>,
+    seen: &mut Seen,
+    admin: bool,
 ) -> Result<Plan> {
     let s = r.settings;
     let clues = Clues { spec: r.original, engine: r.docker.map(|d| &d.engine) };
     let owner = identity::resolve(&s.identity, r.policy, &clues, &users::to_login)?;
-    *seen = Some(owner.clone());
+    seen.owner = Some(owner.clone());
     let (req, source) = request::find(r.original, r.docker, s.gpu.env_is_request)?;
     let units = if req == Request::None {
         Vec::new()
@@ -87,16 +113,9 @@ pub fn plan_seen(
         if owner.user.is_none() {
             return Err(Error::refused(format!("GPUs requested ({source}) by a container with no owner")));
         }
-        // The admin lookup (NSS, maybe LDAP) is paid only when the answer could change the verdict.
-        match allocate(&owner, &req, &quota_as(r.policy, &owner, false)) {
-            Err(e)
-                if e.kind == ErrorKind::Refused
-                    && owner.user.as_deref().is_some_and(|u| r.policy.is_admin(u)) =>
-            {
-                allocate(&owner, &req, &quota_as(r.policy, &owner, true))?
-            }
-            other => other?,
-        }
+        allocate(&owner, &req, &quota_as(r.policy, &owner, admin)).inspect_err(|e| {
+            seen.gpus_refused = e.kind == ErrorKind::Refused && !admin;
+        })?
     };
     let grant = grant(&s.gpu, inventory, &units, toolkit_chained(r))?;
     let guard = guard_input(r, &owner);
@@ -455,8 +474,9 @@ impl Entries {
 }
 
 /// Everything `create` does before exec: returns the low-level runtime to exec. `ev` is the
-/// audit event, filled in as far as the create got (the caller records it on failure).
-pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event) -> Result<PathBuf> {
+/// audit event, filled in as far as the create got (the caller records it on failure); `nvml`
+/// is asked for the inventory when its cache is stale.
+pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn Querier) -> Result<PathBuf> {
     let id = inv
         .container_id
         .as_deref()
@@ -515,13 +535,16 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event) -> Result<
         runc_root: runc_root(inv),
         docker: meta.is_some(),
     };
-    let inv_gpus =
-        if req == Request::None { Vec::new() } else { inventory::load(&settings.gpu, &settings.state_dir)? };
+    let inv_gpus = if req == Request::None {
+        Vec::new()
+    } else {
+        inventory::load(&settings.gpu, &settings.state_dir, nvml)?
+    };
     let counted = |owner: &Owner| owner.user.is_some() && max_containers(&policy, owner).is_some();
     // Without GPUs and without a container cap, no lock is taken.
-    let mut seen: Option<Owner> = None;
-    let noted = |ev: &mut Event, seen: &Option<Owner>| {
-        if let Some(o) = seen {
+    let mut seen = Seen::default();
+    let noted = |ev: &mut Event, seen: &Seen| {
+        if let Some(o) = &seen.owner {
             ev.owner = o.user.clone();
             ev.group = o.group.clone();
             ev.identity_source = Some(o.source_name().to_owned());
@@ -529,7 +552,7 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event) -> Result<
         }
     };
     let plan0 = match req {
-        Request::None => match plan_seen(&r, &[], &mut |_, _, _| Ok(Vec::new()), &mut seen) {
+        Request::None => match plan_seen(&r, &[], &mut |_, _, _| Ok(Vec::new()), &mut seen, false) {
             Ok(p) => Some(p),
             Err(e) => {
                 noted(ev, &seen);
@@ -541,6 +564,7 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event) -> Result<
     if let Some(p) = plan0.as_ref().filter(|p| !counted(&p.owner)) {
         finish(p, ev, Vec::new())?;
     } else {
+        let mut plan0 = plan0;
         let mig_per_gpu = policy.file.gpu_allocation.mig_instances_per_gpu;
         let world = HostWorld { docker_root: settings.docker_root.clone() };
         let store = Store::new(&settings.state_dir);
@@ -548,37 +572,52 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event) -> Result<
         // The lock covers only read, decide and write of the state: the GPUs are reserved for
         // this container (its entry carries this pid, so a crash before runc leaves nothing for
         // good: reconcile drops it), then the slower rest runs unlocked, and on failure the
-        // container's own entries are put back as they were.
-        let reserved = store.locked(|state, waited| {
-            ev.lock_wait_ms = Some(waited.as_secs_f64() * 1000.0);
-            let before = Entries::of(state, id);
-            let mut extra: Vec<Event> = alloc::reconcile(state, now, &world)
-                .iter()
-                .map(|a| gpu_event(AuditKind::Reclaim, a, "released", "its container no longer exists"))
-                .collect();
-            let plan = match plan0 {
-                Some(p) => p,
-                None => {
-                    let pool = alloc::Pool { inv: &inv_gpus, mig_per_gpu, exclusive: settings.gpu.exclusive };
-                    let mut allocate = |owner: &Owner, req: &Request, q: &Quota| {
-                        // On a copy: a refused try must leave nothing behind for a second one.
-                        let mut trial = state.clone();
-                        let units = alloc::decide(&mut trial, pool, req, &who(owner), q, now)?;
-                        *state = trial;
-                        Ok(units)
-                    };
-                    plan_seen(&r, &inv_gpus, &mut allocate, &mut seen)?
+        // container's own entries are put back as they were. A GPU request refused under the
+        // owner's quota is tried once more, as admin, if the owner turns out to be one: that
+        // lookup (maybe LDAP) runs between the two, outside the lock.
+        let mut admin = false;
+        let reserved = loop {
+            let mut tried = Seen::default();
+            let reserved = store.locked(|state, waited| {
+                ev.lock_wait_ms = Some(ev.lock_wait_ms.unwrap_or(0.0) + waited.as_secs_f64() * 1000.0);
+                let before = Entries::of(state, id);
+                let mut extra: Vec<Event> = alloc::reconcile(state, now, &world)
+                    .iter()
+                    .map(|a| gpu_event(AuditKind::Reclaim, a, "released", "its container no longer exists"))
+                    .collect();
+                let plan = match plan0.take() {
+                    Some(p) => p,
+                    None => {
+                        let pool =
+                            alloc::Pool { inv: &inv_gpus, mig_per_gpu, exclusive: settings.gpu.exclusive };
+                        let mut allocate = |owner: &Owner, req: &Request, q: &Quota| {
+                            // On a copy: a refused try must leave nothing behind for a second one.
+                            let mut trial = state.clone();
+                            let units = alloc::decide(&mut trial, pool, req, &who(owner), q, now)?;
+                            *state = trial;
+                            Ok(units)
+                        };
+                        plan_seen(&r, &inv_gpus, &mut allocate, &mut tried, admin)?
+                    }
+                };
+                describe(ev, &plan);
+                if plan.owner.user.is_some() {
+                    alloc::admit(state, &who(&plan.owner), max_containers(&policy, &plan.owner), now)?;
                 }
-            };
-            describe(ev, &plan);
-            if plan.owner.user.is_some() {
-                alloc::admit(state, &who(&plan.owner), max_containers(&policy, &plan.owner), now)?;
+                if let Some(a) = state.allocations.iter().find(|a| a.container == id && !plan.gpus.is_empty())
+                {
+                    extra.push(gpu_event(AuditKind::GpuAllocate, a, "ok", ""));
+                }
+                Ok(((plan, extra, before), true))
+            });
+            if tried.owner.is_some() {
+                seen = tried;
             }
-            if let Some(a) = state.allocations.iter().find(|a| a.container == id && !plan.gpus.is_empty()) {
-                extra.push(gpu_event(AuditKind::GpuAllocate, a, "ok", ""));
+            match reserved {
+                Err(_) if !admin && seen.admin_would_pass(&policy) => admin = true,
+                other => break other,
             }
-            Ok(((plan, extra, before), true))
-        });
+        };
         let (plan, extra, before) = match reserved {
             Ok(((plan, extra, before), _)) => (plan, extra, before),
             Err(e) => {

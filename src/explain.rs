@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::create::{self, CreateInput};
 use crate::error::{Error, Result};
 use crate::gpu::alloc::{self, Pool, Who};
+use crate::gpu::nvml::InProcess;
 use crate::gpu::request::{self, Request};
 use crate::gpu::store::Store;
 use crate::gpu::{inventory, Gpu};
@@ -58,8 +59,11 @@ pub fn explain(
         docker: docker.as_ref(),
     };
     let (req, source) = request::find(&spec, docker.as_ref(), settings.gpu.env_is_request)?;
-    let inv: Vec<Gpu> =
-        if req == Request::None { Vec::new() } else { inventory::load(&settings.gpu, &settings.state_dir)? };
+    let inv: Vec<Gpu> = if req == Request::None {
+        Vec::new()
+    } else {
+        inventory::load(&settings.gpu, &settings.state_dir, &InProcess)?
+    };
     // GPUs are decided against a copy of the current state: nothing is written.
     let mut state = Store::new(&settings.state_dir).peek()?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();

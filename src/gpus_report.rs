@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::clock::rfc3339;
 use crate::error::Result;
 use crate::gpu::alloc::{self, Status};
+use crate::gpu::nvml::InProcess;
 use crate::gpu::store::{HostWorld, Store};
 use crate::gpu::{inventory, Gpu};
 use crate::settings::Settings;
@@ -17,12 +18,10 @@ fn when(secs: u64) -> String {
 
 /// The table; `refresh` re-queries the inventory instead of using the cache.
 pub fn render(settings: &Settings, refresh: bool, mig_per_gpu: u32) -> Result<String> {
-    let inv: Vec<Gpu> = if refresh {
+    if refresh {
         let _ = std::fs::remove_file(settings.state_dir.join("inventory.json"));
-        inventory::load(&settings.gpu, &settings.state_dir)?
-    } else {
-        inventory::load(&settings.gpu, &settings.state_dir)?
-    };
+    }
+    let inv: Vec<Gpu> = inventory::load(&settings.gpu, &settings.state_dir, &InProcess)?;
     let mut state = Store::new(&settings.state_dir).peek()?;
     let now =
         std::time::SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();

@@ -76,3 +76,39 @@ fn no_driver_means_normal_containers_still_run() {
     assert!(stderr(&out).contains("1 GPU requested; this host has no GPUs"), "{}", stderr(&out));
     remove_slices("student", &user);
 }
+
+#[test]
+fn nvml_is_asked_through_ds01ctl_and_its_failures_name_the_cause() {
+    if !require_runc() {
+        return;
+    }
+    let rc = Runc::new(
+        "nvmlerr",
+        "gpu:\n  inventory: nvml\n  nvml_library: /nonexistent/libnvidia-ml.so.1\n  dev_root: /nonexistent\n",
+    );
+    let user = unique("nve");
+    let b = busybox_bundle(&rc.tmp.path().join("b"), "true", &[("ds01.user", &user), ("ds01.gpus", "1")]);
+    let pristine = fs::read(b.join("config.json")).unwrap();
+    // The helper's own message comes back, one line.
+    let out = rc.shim(&["create", "--bundle", b.to_str().unwrap(), &unique("e")]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("NVML (/nonexistent/libnvidia-ml.so.1): cannot initialize"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(fs::read(b.join("config.json")).unwrap(), pristine, "bundle unchanged");
+    // A shim without ds01ctl beside it says which program it could not run.
+    let lonely = rc.tmp.path().join("lonely");
+    fs::create_dir_all(&lonely).unwrap();
+    fs::copy(shim(), lonely.join("ds01-runtime")).unwrap();
+    let out = std::process::Command::new(lonely.join("ds01-runtime"))
+        .env("DS01_RUNTIME_CONFIG", &rc.settings)
+        .args(["--root", rc.root.to_str().unwrap(), "create", "--bundle", b.to_str().unwrap(), &unique("e")])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("cannot run {}", lonely.join("ds01ctl").display())), "{err}");
+    assert_eq!(fs::read(b.join("config.json")).unwrap(), pristine, "bundle unchanged");
+    assert!(!rc.tmp.path().join("state/inventory.json").exists(), "no inventory cached from a failure");
+    remove_slices("student", &user);
+}

@@ -325,3 +325,37 @@ fn a_create_failing_after_the_reservation_gives_the_gpu_back() {
     assert!(devices_of(&st).is_empty(), "the reservation was undone: {st}");
     assert!(st["containers"].as_array().is_none_or(|c| c.is_empty()), "{st}");
 }
+
+#[test]
+fn an_admin_is_decided_again_without_limits_after_a_quota_refusal() {
+    if !require_runc() {
+        return;
+    }
+    // The policy names `admin` in admin_users; a student asking for 3 GPUs is refused, the
+    // admin asking the same gets them (the second decision, after the lookup outside the lock).
+    let (rc, _dev) = gpu_runc("admin", 4, "0");
+    let student = unique("stu");
+    let b = busybox_bundle(&rc.tmp.path().join("s"), "true", &[("ds01.user", &student), ("ds01.gpus", "3")]);
+    let out = rc.shim(&["create", "--bundle", b.to_str().unwrap(), &unique("s")]);
+    assert!(stderr(&out).contains("3 GPUs requested; defaults allows 1 per container"), "{}", stderr(&out));
+    let b = busybox_bundle(
+        &rc.tmp.path().join("a"),
+        "ls /dev | grep -c '^nvidia[0-9]'",
+        &[("ds01.user", "admin"), ("ds01.gpus", "3")],
+    );
+    let id = unique("a");
+    let out = rc.shim(&["run", "--bundle", b.to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "3", "the admin's container sees its 3 GPUs");
+    assert_eq!(devices_of(&state(&rc)).len(), 3);
+    let log = fs::read_to_string(rc.tmp.path().join("log/events.jsonl")).unwrap();
+    let create = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["container"] == id.as_str() && e["event"] == "create")
+        .expect("the admin's create is recorded");
+    assert_eq!(create["outcome"], "allowed");
+    assert!(create["lock_wait_ms"].as_f64().is_some(), "{create}");
+    remove_slices("admin", "admin");
+    remove_slices("student", &student);
+}

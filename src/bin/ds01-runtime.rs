@@ -13,6 +13,7 @@ use ds01::audit::{self, Event, Kind};
 use ds01::clock::{Clock, SystemClock};
 use ds01::error::{Error, Kind as ErrorKind};
 use ds01::exec::Execv;
+use ds01::gpu::nvml;
 use ds01::settings::{self, Settings};
 use ds01::{argv, create, lifecycle, passthrough, runtime_log};
 
@@ -34,7 +35,7 @@ fn run(args: Vec<OsString>) -> c_int {
     let err: Error = if inv.is_create(&args) && inv.container_id.is_some() && !create::already_done(&inv) {
         let mut ev = Event::new(Kind::Create, SystemClock.now(), "allowed");
         match Settings::load(&located) {
-            Ok(s) => match create::prepare(&inv, &s, &mut ev) {
+            Ok(s) => match create::prepare(&inv, &s, &mut ev, &nvml::Helper::beside_self()) {
                 Ok(runtime) => passthrough::exec_runtime(&runtime, &inv, &args, &Execv),
                 Err(e) => {
                     ev.outcome = if e.kind == ErrorKind::Refused { "refused" } else { "error" }.into();

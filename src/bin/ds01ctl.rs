@@ -142,6 +142,13 @@ enum Command {
         #[arg(long)]
         refresh: bool,
     },
+    /// Print what NVML reports, as JSON (the statically linked shim's way to reach NVML).
+    #[command(hide = true)]
+    NvmlQuery {
+        /// libnvidia-ml: a path or a soname.
+        #[arg(long, default_value = "libnvidia-ml.so.1")]
+        library: PathBuf,
+    },
     /// Run the create pipeline on a bundle without writing, and show what would change and why.
     ///
     /// Examples:
@@ -289,6 +296,12 @@ fn run(cli: Cli) -> ds01::error::Result<()> {
         Command::Gpus { refresh } => {
             let (s, p) = load(&cli.config)?;
             print!("{}", gpus_report::render(&s, refresh, p.file.gpu_allocation.mig_instances_per_gpu)?);
+        }
+        Command::NvmlQuery { library } => {
+            let gpus = ds01::gpu::nvml::query(library.as_os_str())?;
+            let json = serde_json::to_string(&gpus)
+                .map_err(|e| ds01::error::Error::failed(format!("cannot write the inventory: {e}")))?;
+            println!("{json}");
         }
         Command::Explain { path, user, id } => {
             let (s, p) = load(&cli.config)?;

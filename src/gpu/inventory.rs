@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::nvml::Querier;
 use super::Gpu;
 use crate::bundle::write_atomic;
 use crate::error::{Error, Result};
@@ -97,7 +98,8 @@ fn cache_key(s: &GpuSettings) -> String {
 }
 
 /// The inventory, from the cache in `state_dir` when it is current, else queried and cached.
-pub fn load(s: &GpuSettings, state_dir: &Path) -> Result<Vec<Gpu>> {
+/// `nvml` is asked only when the source is NVML (or auto) and the cache is stale.
+pub fn load(s: &GpuSettings, state_dir: &Path, nvml: &dyn Querier) -> Result<Vec<Gpu>> {
     let key = cache_key(s);
     let path = state_dir.join("inventory.json");
     if let Ok(bytes) = fs::read(&path) {
@@ -107,7 +109,7 @@ pub fn load(s: &GpuSettings, state_dir: &Path) -> Result<Vec<Gpu>> {
             }
         }
     }
-    let gpus = query(s)?;
+    let gpus = query(s, nvml)?;
     let bytes = serde_json::to_vec(&Cache { key, gpus: gpus.clone() }).unwrap_or_default();
     if fs::create_dir_all(state_dir).is_ok() {
         // A cache that cannot be written only costs the next create a query.
@@ -117,12 +119,12 @@ pub fn load(s: &GpuSettings, state_dir: &Path) -> Result<Vec<Gpu>> {
 }
 
 /// Queries the configured source now, bypassing the cache.
-pub fn query(s: &GpuSettings) -> Result<Vec<Gpu>> {
+pub fn query(s: &GpuSettings, nvml: &dyn Querier) -> Result<Vec<Gpu>> {
     let mut gpus = match s.inventory {
-        InventorySource::Nvml => super::nvml::query(s.nvml_library.as_ref())?,
+        InventorySource::Nvml => nvml.query(s.nvml_library.as_ref())?,
         InventorySource::Proc => from_proc(&s.proc_root, &s.dev_root)?,
         InventorySource::Static => s.static_gpus.clone(),
-        InventorySource::Auto => match super::nvml::query(s.nvml_library.as_ref()) {
+        InventorySource::Auto => match nvml.query(s.nvml_library.as_ref()) {
             Ok(g) => g,
             Err(_) => {
                 let g = from_proc(&s.proc_root, &s.dev_root).unwrap_or_default();

@@ -1,7 +1,13 @@
 //! GPU inventory from NVML (libnvidia-ml), loaded at run time through nvml-wrapper.
+//!
+//! Only a dynamically linked program may load libnvidia-ml: the shim is linked statically (for
+//! its start-up cost), so it asks NVML through a helper, `ds01ctl nvml-query`, which prints
+//! the same answer as JSON. The inventory is cached per boot, so the helper runs once a boot.
 
 use std::ffi::OsStr;
 use std::os::raw::c_uint;
+use std::path::PathBuf;
+use std::process::Command;
 
 use nvml_wrapper::error::{nvml_try, NvmlError};
 use nvml_wrapper::{Device, Nvml};
@@ -20,6 +26,62 @@ trait Reading<T> {
 impl<T> Reading<T> for std::result::Result<T, NvmlError> {
     fn reading(self, what: &str) -> Step<T> {
         self.map_err(|e| (what.to_string(), e))
+    }
+}
+
+/// Who asks NVML: this process, or a helper program.
+pub trait Querier {
+    /// Every GPU NVML reports through the library at `lib`, as [`query`] returns them.
+    fn query(&self, lib: &OsStr) -> Result<Vec<Gpu>>;
+}
+
+/// Loads libnvidia-ml into this process (ds01ctl, which is linked dynamically).
+pub struct InProcess;
+
+impl Querier for InProcess {
+    fn query(&self, lib: &OsStr) -> Result<Vec<Gpu>> {
+        query(lib)
+    }
+}
+
+/// Runs `<program> nvml-query --library <lib>` and reads the JSON it prints (the shim's way).
+pub struct Helper {
+    /// The helper program, normally `ds01ctl`.
+    pub program: PathBuf,
+}
+
+impl Helper {
+    /// `ds01ctl` in the directory of the running program (an interposed `runc` link resolves
+    /// to the shim itself, so this is where `ds01ctl install` put both).
+    pub fn beside_self() -> Helper {
+        let dir = std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from));
+        Helper { program: dir.unwrap_or_default().join("ds01ctl") }
+    }
+}
+
+impl Querier for Helper {
+    fn query(&self, lib: &OsStr) -> Result<Vec<Gpu>> {
+        let ctx = format!("NVML ({})", lib.to_string_lossy());
+        let out = Command::new(&self.program)
+            .arg("nvml-query")
+            .arg("--library")
+            .arg(lib)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| Error::failed(format!("{ctx}: cannot run {}: {e}", self.program.display())))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let line = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+            let line = line.strip_prefix("ds01ctl: ").unwrap_or(line);
+            return Err(Error::failed(if line.starts_with("NVML") {
+                line.to_owned()
+            } else {
+                format!("{ctx}: {} {}: {line}", self.program.display(), out.status)
+            }));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            Error::failed(format!("{ctx}: {} printed no inventory: {e}", self.program.display()))
+        })
     }
 }
 

@@ -41,6 +41,11 @@ impl Store {
     ) -> Result<(T, Duration)> {
         fs::create_dir_all(&self.dir)
             .context(format!("cannot create state directory {}", self.dir.display()))?;
+        // Priority ceiling, raised before the lock is waited for and put back only after it is
+        // released (declared before the lock, so dropped after it on every return path): the
+        // holder, and the waiter it wakes, run ahead of the creates still on their way, so that
+        // 50 creates at once wait for each other's short sections, not for CPU.
+        let nice = Nice::raise_to(-10);
         let lock_path = self.dir.join("gpus.lock");
         let lock = OpenOptions::new()
             .create(true)
@@ -59,9 +64,6 @@ impl Store {
             )));
         }
         let waited = t0.elapsed();
-        // Priority ceiling: whoever holds the lock runs ahead of those still on their way to
-        // it, so that 50 creates at once wait for each other's short sections, not for CPU.
-        let nice = Nice::raise_to(-10);
         let path = self.path();
         let mut state = read(&path)?;
         let (out, dirty) = f(&mut state, waited)?;

@@ -296,24 +296,14 @@ impl Policy {
     }
 
     /// True when the user is named in `access_control.admin_users`, or is a member of the Unix
-    /// group `access_control.admin_group` (read from /etc/group first; the system's user
-    /// database, which may mean LDAP, only when the group is not local).
+    /// group `access_control.admin_group` (/etc/group first, then the system's database).
     pub fn is_admin(&self, user: &str) -> bool {
         let ac = &self.file.access_control;
         if ac.admin_users.iter().any(|u| u == user) {
             return true;
         }
         let Some(group) = &ac.admin_group else { return false };
-        if let Some(found) = local_group_member(group, user) {
-            return found;
-        }
-        match nix::unistd::Group::from_name(group) {
-            Ok(Some(g)) => {
-                g.mem.iter().any(|m| m == user)
-                    || nix::unistd::User::from_name(user).ok().flatten().is_some_and(|u| u.gid == g.gid)
-            }
-            _ => false,
-        }
+        crate::users::UserDb::system().is_member(user, group).unwrap_or(false)
     }
 
     /// The layers that apply to a user in order: defaults, group, override.
@@ -368,22 +358,6 @@ impl Policy {
             })
             .collect()
     }
-}
-
-/// Membership of `user` in the local group `group` (/etc/group members, or /etc/passwd primary
-/// group); None when the group is not in /etc/group.
-fn local_group_member(group: &str, user: &str) -> Option<bool> {
-    let groups = std::fs::read_to_string("/etc/group").ok()?;
-    let line = groups.lines().find(|l| l.split(':').next() == Some(group))?;
-    let mut f = line.split(':');
-    let gid = f.nth(2).unwrap_or("");
-    if f.next().unwrap_or("").split(',').any(|m| m == user) {
-        return Some(true);
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let primary =
-        passwd.lines().find(|l| l.split(':').next() == Some(user)).and_then(|l| l.split(':').nth(3));
-    Some(primary == Some(gid))
 }
 
 /// One member a line; `#` starts a comment; blank lines are skipped.

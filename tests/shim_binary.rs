@@ -1,0 +1,62 @@
+//! The shim binary as built: statically linked (no dynamic loader on every container call), and
+//! carrying no code that would load a shared object at run time (NVML, NSS modules), which a
+//! static glibc program cannot do safely.
+
+mod common;
+
+use common::*;
+
+/// ELF64 little-endian program header types, per the System V ABI.
+const PT_INTERP: u32 = 3;
+const PT_DYNAMIC: u32 = 2;
+
+/// (type, file offset, file size) of each program header.
+fn program_headers(elf: &[u8]) -> Vec<(u32, usize, usize)> {
+    assert_eq!(&elf[..4], b"\x7fELF", "not an ELF file");
+    assert_eq!(elf[4], 2, "not ELF64");
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    let (phoff, size, count) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    (0..count)
+        .map(|i| {
+            let o = phoff + i * size;
+            (u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()), u64_at(o + 8), u64_at(o + 32))
+        })
+        .collect()
+}
+
+/// The DT_NEEDED entries' count: the shared libraries the binary asks for.
+fn needed(elf: &[u8]) -> usize {
+    const DT_NEEDED: u64 = 1;
+    program_headers(elf)
+        .into_iter()
+        .filter(|(t, _, _)| *t == PT_DYNAMIC)
+        .flat_map(|(_, off, len)| elf[off..off + len].chunks_exact(16))
+        .map(|e| u64::from_le_bytes(e[..8].try_into().unwrap()))
+        .take_while(|tag| *tag != 0)
+        .filter(|tag| *tag == DT_NEEDED)
+        .count()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn the_shim_is_static_and_loads_nothing_at_run_time() {
+    let bin = std::fs::read(shim()).unwrap();
+    let types: Vec<u32> = program_headers(&bin).iter().map(|h| h.0).collect();
+    assert!(!types.contains(&PT_INTERP), "the shim asks for a dynamic loader: {types:?}");
+    // static-pie keeps a PT_DYNAMIC for its own relocations, but needs no library.
+    assert_eq!(needed(&bin), 0, "the shim needs shared libraries");
+    for word in [&b"nvmlInit"[..], b"getpwuid", b"getgrnam", b"libnss_files"] {
+        assert!(!contains(&bin, word), "the shim carries {}", String::from_utf8_lossy(word));
+    }
+}
+
+#[test]
+fn ds01ctl_stays_dynamic_for_nvml() {
+    let bin = std::fs::read(ds01ctl()).unwrap();
+    assert!(program_headers(&bin).iter().any(|h| h.0 == PT_INTERP), "ds01ctl must load libnvidia-ml");
+    assert!(needed(&bin) > 0);
+}
