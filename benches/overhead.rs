@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use common::dockerd::{Dockerd, Opts};
 use common::*;
 
+/// The heading of BENCHMARKS.md's hand-written part, which `--write` keeps.
+const ANALYSIS: &str = "## Reading these numbers";
+
 /// A tmpfs every Linux host has (this VM's /run is not one).
 const TMPFS: &str = "/dev/shm";
 
@@ -23,9 +26,20 @@ struct Stats {
     max: f64,
 }
 
-fn stats(v: &mut [f64]) -> Stats {
+fn stats(v: &[f64]) -> Stats {
+    let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     Stats { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1] }
+}
+
+/// The median of the paired differences `a[i] - b[i]` with its distribution-free 95% confidence
+/// interval (order statistics of the sign test): pairing cancels the drift both arms share.
+fn paired(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
+    let mut d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    d.sort_by(|x, y| x.total_cmp(y));
+    let n = d.len();
+    let k = ((n as f64 - 1.96 * (n as f64).sqrt()) / 2.0).floor().max(0.0) as usize;
+    (d[n / 2], d[k.min(n - 1)], d[(n - 1 - k).min(n - 1)])
 }
 
 fn ms(d: Duration) -> f64 {
@@ -36,45 +50,77 @@ fn quiet(cmd: &mut Command) -> bool {
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
-/// A row of the table: shim vs runc, in ms.
+/// A row of the table: one arm against its baseline, in ms.
 struct Row {
     what: String,
-    shim: Stats,
-    runc: Stats,
-    n: usize,
+    arm: Vec<f64>,
+    base: Vec<f64>,
 }
 
 impl Row {
+    fn new(what: impl Into<String>, arm: &[f64], base: &[f64]) -> Row {
+        Row { what: what.into(), arm: arm.to_vec(), base: base.to_vec() }
+    }
+
     fn line(&self) -> String {
+        let (s, r) = (stats(&self.arm), stats(&self.base));
+        let (d, lo, hi) = paired(&self.arm, &self.base);
         format!(
-            "| {} | {} | {:.3} ({:.3}–{:.3}) | {:.3} ({:.3}–{:.3}) | {:.3} | {:+.3} |",
+            "| {} | {} | {:.3} ({:.3}–{:.3}) | {:.3} ({:.3}–{:.3}) | {:.3} | {:+.3} ({:+.3} to {:+.3}) |",
             self.what,
-            self.n,
-            self.shim.median,
-            self.shim.min,
-            self.shim.max,
-            self.runc.median,
-            self.runc.min,
-            self.runc.max,
-            self.shim.median / self.runc.median,
-            self.shim.median - self.runc.median
+            self.arm.len(),
+            s.median,
+            s.min,
+            s.max,
+            r.median,
+            r.min,
+            r.max,
+            s.median / r.median,
+            d,
+            lo,
+            hi
         )
     }
 }
 
-/// Alternates the two arms (A B B A …) `n` times each; returns the timings in ms.
-fn alternate(n: usize, mut shim: impl FnMut() -> f64, mut runc: impl FnMut() -> f64) -> (Vec<f64>, Vec<f64>) {
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+const HEADER: &str = "| measurement | n | measured arm: median (min–max) ms | baseline arm: median (min–max) ms | ratio of medians | added ms: median of paired differences (95% CI) |\n|---|---|---|---|---|---|\n";
+
+/// Runs each of `arms` arms `n` times through `run(arm)`, the order reversed each round
+/// (A B C, C B A, …) so that drift cancels; returns each arm's timings in ms, round i of every
+/// arm forming a pair.
+fn alternate(n: usize, arms: usize, mut run: impl FnMut(usize) -> f64) -> Vec<Vec<f64>> {
+    let mut out = vec![Vec::with_capacity(n); arms];
     for i in 0..n {
-        if i % 2 == 0 {
-            a.push(shim());
-            b.push(runc());
-        } else {
-            b.push(runc());
-            a.push(shim());
+        let order: Vec<usize> = if i % 2 == 0 { (0..arms).collect() } else { (0..arms).rev().collect() };
+        for k in order {
+            out[k].push(run(k));
         }
     }
-    (a, b)
+    out
+}
+
+/// Builds the anchors' wrappers: a static C program that only calls execv, and a `sh` script
+/// that only does `exec "$@"`, each in front of `target`.
+fn anchors(dir: &Path, target: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let src = dir.join("execv.c");
+    fs::write(
+        &src,
+        format!(
+            "#include <unistd.h>\nint main(int c, char **v) {{ v[0] = \"{0}\"; execv(\"{0}\", v); return 127; }}\n",
+            target.display()
+        ),
+    )
+    .unwrap();
+    let bin = dir.join("execv-static");
+    if quiet(Command::new("cc").args(["-O2", "-static", "-o"]).arg(&bin).arg(&src)) {
+        out.push(("a static C program that only calls execv".to_owned(), bin));
+    }
+    let sh = dir.join("exec.sh");
+    fs::write(&sh, format!("#!/bin/sh\nexec {} \"$@\"\n", target.display())).unwrap();
+    fs::set_permissions(&sh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    out.push(("a `sh` script that only does `exec runc \"$@\"`".to_owned(), sh));
+    out
 }
 
 struct Bench {
@@ -129,6 +175,33 @@ impl Bench {
     }
 }
 
+/// `docker run` flags that give plain runc what the shim gave the last container in `log`: its
+/// owner's slice as the cgroup parent, and the memory, swap, CPU and pids limits.
+fn same_placement(log: &str) -> Vec<String> {
+    let ev = log
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "create")
+        .expect("the shim recorded a create");
+    let (group, owner) = (ev["group"].as_str().unwrap_or(""), ev["owner"].as_str().unwrap_or(""));
+    let parent = format!("/ds01.slice/ds01-{group}.slice/ds01-{group}-{owner}.slice");
+    let lim = &ev["limits"];
+    let mut out = vec!["--runtime".to_owned(), "runc".to_owned(), "--cgroup-parent".to_owned(), parent];
+    for (flag, key) in [
+        ("--memory", "memory"),
+        ("--memory-swap", "memory_swap"),
+        ("--cpu-quota", "cpu_quota"),
+        ("--cpu-period", "cpu_period"),
+        ("--pids-limit", "pids"),
+    ] {
+        if let Some(v) = lim[key].as_i64() {
+            out.push(format!("{flag}={v}"));
+        }
+    }
+    out
+}
+
 fn machine() -> String {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -155,7 +228,7 @@ fn main() {
     if !require_runc() {
         return;
     }
-    let n = if quick { 4 } else { 40 };
+    let n = if quick { 4 } else { 60 };
     let b = Bench::new();
     let runc = which("runc").unwrap();
     let mut rows = Vec::new();
@@ -164,14 +237,14 @@ fn main() {
     // 1. create + delete, full pipeline: owner, slice, 4 fake GPUs with one allocated, audit.
     b.create_delete(&b.shim, "bench-shim");
     b.create_delete(&runc, "warm-runc");
-    let (mut s, mut r) =
-        alternate(n, || b.create_delete(&b.shim, "bench-shim"), || b.create_delete(&runc, "bench-runc"));
-    rows.push(Row {
-        what: "create + delete (owner, slice, 1 of 4 GPUs, audit)".into(),
-        shim: stats(&mut s),
-        runc: stats(&mut r),
-        n,
+    let t = alternate(n, 2, |k| {
+        if k == 0 {
+            b.create_delete(&b.shim, "bench-shim")
+        } else {
+            b.create_delete(&runc, "bench-runc")
+        }
     });
+    rows.push(Row::new("create + delete (owner, slice, 1 of 4 GPUs, audit) vs runc", &t[0], &t[1]));
 
     // 1b. The same, with runc given the spec the shim writes (its slice, limits and GPU nodes):
     // what the shim itself costs, apart from what the policy asks runc to do.
@@ -179,76 +252,108 @@ fn main() {
     assert!(b.run(&b.shim, &["create", "--bundle", b.bundle.to_str().unwrap(), "bench-shim"]));
     let patched = fs::read(b.bundle.join("config.json")).unwrap();
     assert!(b.run(&b.shim, &["delete", "--force", "bench-shim"]));
-    let (mut s, mut r) = alternate(
-        n,
-        || b.create_delete(&b.shim, "bench-shim"),
-        || b.create_delete_from(&runc, "bench-runc", &patched),
-    );
-    rows.push(Row {
-        what: "create + delete, runc given the spec the shim writes (the shim's own cost)".into(),
-        shim: stats(&mut s),
-        runc: stats(&mut r),
-        n,
+    let t = alternate(n, 2, |k| {
+        if k == 0 {
+            b.create_delete(&b.shim, "bench-shim")
+        } else {
+            b.create_delete_from(&runc, "bench-runc", &patched)
+        }
     });
+    rows.push(Row::new(
+        "create + delete vs runc given the spec the shim writes (the shim's own cost)",
+        &t[0],
+        &t[1],
+    ));
 
-    // 2. pass-through `state` of an existing container, per call.
+    // 2. pass-through `state` of an existing container, per call, with the anchors beside it.
     fs::write(b.bundle.join("config.json"), &b.pristine).unwrap();
     assert!(b.run(&runc, &["create", "--bundle", b.bundle.to_str().unwrap(), "bench-state"]));
     let calls = if quick { 20 } else { 400 };
-    let state = |bin: &Path| {
+    let timed = |bin: &Path, settings: &Path, args: &[&str]| {
+        let mut cmd = Command::new(bin);
+        cmd.env("DS01_RUNTIME_CONFIG", settings).arg("--root").arg(&b.root).args(args);
         let t = Instant::now();
-        assert!(b.run(bin, &["state", "bench-state"]));
+        assert!(quiet(&mut cmd), "{} {args:?}", bin.display());
         ms(t.elapsed())
     };
-    let (mut s, mut r) = alternate(calls, || state(&b.shim), || state(&runc));
-    rows.push(Row {
-        what: "pass-through `state`, per call".into(),
-        shim: stats(&mut s),
-        runc: stats(&mut r),
-        n: calls,
-    });
-    let del = |bin: &Path| {
+    let mut arms: Vec<(String, PathBuf)> = vec![("ds01-runtime".into(), b.shim.clone())];
+    arms.extend(anchors(b.tmp.path(), &runc));
+    arms.push(("runc".into(), runc.clone()));
+    let t = alternate(calls, arms.len(), |k| timed(&arms[k].1, &b.settings, &["state", "bench-state"]));
+    let last = t.len() - 1;
+    for (k, (name, _)) in arms.iter().enumerate().take(last) {
+        let what = if k == 0 {
+            "pass-through `state`, per call, vs runc".to_owned()
+        } else {
+            format!("anchor: {name}, `state`, vs runc")
+        };
+        rows.push(Row::new(what, &t[k], &t[last]));
+    }
+
+    // 2b. The added cost alone: the low-level runtime is /bin/true, so runc's own 4–10 ms
+    // spread is out of the measurement.
+    let true_settings = b.tmp.path().join("true.yaml");
+    let text = fs::read_to_string(&b.settings).unwrap();
+    fs::write(&true_settings, text.replace("low_level_runtime: runc", "low_level_runtime: /bin/true"))
+        .unwrap();
+    let tru = PathBuf::from("/bin/true");
+    let mut arms: Vec<(String, PathBuf)> = vec![("ds01-runtime".into(), b.shim.clone())];
+    arms.extend(anchors(b.tmp.path(), &tru));
+    arms.push(("/bin/true".into(), tru.clone()));
+    let t = alternate(calls * 2, arms.len(), |k| timed(&arms[k].1, &true_settings, &["state", "x"]));
+    let last = t.len() - 1;
+    for (k, (name, _)) in arms.iter().enumerate().take(last) {
+        let what = if k == 0 {
+            "pass-through alone: the shim in front of /bin/true vs /bin/true".to_owned()
+        } else {
+            format!("anchor: {name}, in front of /bin/true, vs /bin/true")
+        };
+        rows.push(Row::new(what, &t[k], &t[last]));
+    }
+
+    let kill = |bin: &Path| {
         let t = Instant::now();
         b.run(bin, &["kill", "bench-state", "KILL"]);
         ms(t.elapsed())
     };
-    let (mut s, mut r) = alternate(calls / 4, || del(&b.shim), || del(&runc));
-    rows.push(Row {
-        what: "pass-through `kill` (recorded in the audit), per call".into(),
-        shim: stats(&mut s),
-        runc: stats(&mut r),
-        n: calls / 4,
-    });
+    let t = alternate(calls / 4, 2, |k| kill(if k == 0 { &b.shim } else { &runc }));
+    rows.push(Row::new("pass-through `kill` (recorded in the audit), per call, vs runc", &t[0], &t[1]));
     b.run(&runc, &["delete", "--force", "bench-state"]);
 
-    // 3. docker run --rm through a private engine.
+    // 3. docker run --rm through a private engine, and plain runc given the same slice and
+    // limits by docker's own flags: the part of the difference that is runc doing what the
+    // policy asks (a deeper cgroup, limits), not the shim.
     if which("dockerd").is_some() {
         let d = Dockerd::start("bench", Opts { base: Some(Path::new(TMPFS)), ..Opts::default() });
-        let run = |runtime: &str| {
+        let log = d.tmp.path().join("log/events.jsonl");
+        let run = |extra: &[String]| {
+            let mut args: Vec<&str> = vec!["run", "--rm", "--label", "ds01.user=bench"];
+            args.extend(extra.iter().map(String::as_str));
+            args.extend(["ds01-busybox:test", "true"]);
             let t = Instant::now();
-            let o = d.docker(&[
-                "run",
-                "--rm",
-                "--runtime",
-                runtime,
-                "--label",
-                "ds01.user=bench",
-                "ds01-busybox:test",
-                "true",
-            ]);
+            let o = d.docker(&args);
             assert!(o.status.success(), "{}", stderr(&o));
             ms(t.elapsed())
         };
-        run("ds01");
-        run("runc");
-        let dn = if quick { 3 } else { 20 };
-        let (mut s, mut r) = alternate(dn, || run("ds01"), || run("runc"));
-        rows.push(Row {
-            what: "`docker run --rm` (ds01 vs runc)".into(),
-            shim: stats(&mut s),
-            runc: stats(&mut r),
-            n: dn,
-        });
+        let ds01 = ["--runtime".to_owned(), "ds01".to_owned()];
+        let plain = ["--runtime".to_owned(), "runc".to_owned()];
+        run(&ds01);
+        let same = same_placement(&fs::read_to_string(&log).unwrap_or_default());
+        run(&plain);
+        run(&same);
+        let dn = if quick { 3 } else { 60 };
+        let t = alternate(dn, 3, |k| run([&ds01[..], &plain[..], &same[..]][k]));
+        rows.push(Row::new("`docker run --rm`, `--runtime ds01` vs `--runtime runc`", &t[0], &t[1]));
+        rows.push(Row::new(
+            "`docker run --rm`, `--runtime ds01` vs runc given the same slice and limits by docker flags",
+            &t[0],
+            &t[2],
+        ));
+        rows.push(Row::new(
+            "`docker run --rm`, runc with that slice and those limits vs runc without (the policy's own cost in runc)",
+            &t[2],
+            &t[1],
+        ));
     } else {
         notes.push("docker run: skipped, no dockerd".to_owned());
     }
@@ -372,7 +477,7 @@ fn main() {
         q.push(ms(t.elapsed()));
         matched = stdout(&o).lines().count();
     }
-    let q = stats(&mut q);
+    let q = stats(&q);
     let audit_line = format!("`ds01ctl audit --user user17` over 1,000,000 events: median {:.0} ms (min {:.0}, max {:.0}), {matched} matched", q.median, q.min, q.max);
 
     // 6. peak memory of the shim during create. It execs a no-op instead of runc, so the peak is
@@ -402,14 +507,14 @@ fn main() {
                 assert!(o.status.success(), "{}", stderr(&o));
                 kib.push(stderr(&o).trim().lines().last().unwrap_or("0").parse::<f64>().unwrap_or(0.0));
             }
-            let k = stats(&mut kib);
+            let k = stats(&kib);
             let t = stderr(&base).trim().parse::<f64>().unwrap_or(0.0);
             format!("shim peak memory during create (full pipeline, then exec of /bin/true), GNU time's maximum RSS over 5 runs: {:.1} MiB median (max {:.1} MiB; /bin/true alone: {:.1} MiB)", k.median / 1024.0, k.max / 1024.0, t / 1024.0)
         }
         _ => "shim peak memory: skipped, needs GNU time (apt-get install time)".to_owned(),
     };
 
-    let mut table = String::from("| measurement | n | ds01-runtime median (min–max) ms | runc median (min–max) ms | ratio | added ms |\n|---|---|---|---|---|---|\n");
+    let mut table = String::from(HEADER);
     for r in &rows {
         table.push_str(&r.line());
         table.push('\n');
@@ -427,9 +532,15 @@ fn main() {
             .map(|o| stdout(&o).trim().to_owned())
             .unwrap_or_default();
         let doc = format!(
-            "# Benchmarks\n\nMeasured by `cargo bench --bench overhead -- --write BENCHMARKS.md` on {date}.\n\nMachine: {}\n\nEach row alternates the two arms (ABBA) in one run; times are wall clock per operation.\n\n{report}",
+            "# Benchmarks\n\nMeasured by `cargo bench --bench overhead -- --write BENCHMARKS.md` on {date}.\n\nMachine: {}\n\nEach row alternates its arms in one run, the order reversed each round (A B, B A, …); times are wall clock per operation.\n\n{report}",
             machine()
         );
-        fs::write(path, doc).unwrap();
+        // The hand-written reading of the numbers, from its heading on, is kept.
+        let kept = fs::read_to_string(&path)
+            .ok()
+            .and_then(|old| old.find(ANALYSIS).map(|i| old[i..].to_owned()))
+            .map(|a| format!("\n{a}"))
+            .unwrap_or_default();
+        fs::write(path, doc + &kept).unwrap();
     }
 }

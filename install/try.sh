@@ -54,12 +54,12 @@ docker_root: $T/data
 identity:
   unattributed: refuse
 YAML
-jq -n --arg shim "$SHIM" --arg cfg "--ds01-config=$T/etc/runtime.yaml" \
-  '{runtimes: {ds01: {path: $shim, runtimeArgs: [$cfg]}}, "default-runtime": "ds01"}' > "$T/daemon.json"
+jq -n --arg shim "$SHIM" '{runtimes: {ds01: {path: $shim}}, "default-runtime": "ds01"}' > "$T/daemon.json"
 echo "   daemon.json:"; sed 's/^/     /' "$T/daemon.json"
+echo "   (settings from DS01_RUNTIME_CONFIG=$T/etc/runtime.yaml in dockerd's environment)"
 
 echo "== starting a private dockerd (socket $SOCK)"
-dockerd --data-root "$T/data" --exec-root "$T/exec" -H "unix://$SOCK" --pidfile "$T/docker.pid" \
+DS01_RUNTIME_CONFIG="$T/etc/runtime.yaml" dockerd --data-root "$T/data" --exec-root "$T/exec" -H "unix://$SOCK" --pidfile "$T/docker.pid" \
   --config-file "$T/daemon.json" --bridge=none --iptables=false --ip6tables=false >"$T/dockerd.log" 2>&1 &
 DOCKERD_PID=$!
 for _ in $(seq 100); do docker_ info >/dev/null 2>&1 && break; sleep 0.3; done

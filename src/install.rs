@@ -231,9 +231,17 @@ pub fn install(o: &Options) -> Result<Report> {
     }
 
     // daemon.json: runtimes.<name>, and default-runtime with --default.
-    let entry = serde_json::json!({
-        "path": bin_dir.join("ds01-runtime"),
-        "runtimeArgs": [format!("--ds01-config={}", o.config_dir.join("runtime.yaml").display())],
+    let entry = runtime_entry(&bin_dir.join("ds01-runtime"), &o.config_dir.join("runtime.yaml"));
+    let note = entry.get("runtimeArgs").is_some().then(|| {
+        format!(
+            "note: the settings are not at {}, so daemon.json passes them in runtimeArgs; Docker \
+             20.10 then calls the runtime through a /bin/sh script of its own (one more process per \
+             call, and arguments split at spaces). Setting {}={} in dockerd's environment instead \
+             avoids that.",
+            crate::settings::DEFAULT_PATH,
+            crate::settings::ENV_VAR,
+            o.config_dir.join("runtime.yaml").display()
+        )
     });
     let runtimes = map.entry("runtimes".to_owned()).or_insert_with(|| Value::Object(Map::new()));
     let Some(runtimes) = runtimes.as_object_mut() else {
@@ -258,6 +266,7 @@ pub fn install(o: &Options) -> Result<Report> {
     if changed {
         report.diff = unified_diff(&old_cmp, &new_text, &o.daemon_json);
         report.daemon_changed = true;
+        report.lines.extend(note);
         if !o.dry_run {
             if let Some(b) = write_daemon_json(&o.daemon_json, old_text.as_deref(), &new_text)? {
                 report.lines.push(format!("backup {}", b.display()));
@@ -360,5 +369,33 @@ pub fn reload_hint() -> &'static str {
         "systemctl reload docker"
     } else {
         "kill -HUP $(cat /var/run/docker.pid)"
+    }
+}
+
+/// The daemon.json entry for the shim. Settings at the default path need no argument; any
+/// other path goes in `runtimeArgs`, for which Docker 20.10 writes and runs a `/bin/sh` wrapper
+/// (`<data-root>/runtimes/<name>`) on every call, so it is left out whenever it can be.
+pub fn runtime_entry(shim: &Path, settings: &Path) -> Value {
+    if settings == Path::new(crate::settings::DEFAULT_PATH) {
+        serde_json::json!({ "path": shim })
+    } else {
+        serde_json::json!({
+            "path": shim,
+            "runtimeArgs": [format!("--ds01-config={}", settings.display())],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_settings_path_needs_no_runtime_args() {
+        let shim = Path::new("/usr/local/bin/ds01-runtime");
+        let e = runtime_entry(shim, Path::new(crate::settings::DEFAULT_PATH));
+        assert_eq!(e, serde_json::json!({"path": "/usr/local/bin/ds01-runtime"}));
+        let e = runtime_entry(shim, Path::new("/opt/ds01/runtime.yaml"));
+        assert_eq!(e["runtimeArgs"][0], "--ds01-config=/opt/ds01/runtime.yaml");
     }
 }

@@ -39,6 +39,9 @@ fn docker_run_lands_in_each_owners_slice() {
     assert!(line.contains(&slice_dir("student", "nobody")), "uid 65534 is nobody: {line}");
     let line = cgroup_of(&d, &["--runtime", "ds01", "--label", "DS01_USER=rita"]);
     assert!(line.contains(&slice_dir("researcher", "rita")), "{line}");
+    // Registered without runtimeArgs, dockerd calls the shim itself: no /bin/sh wrapper of its
+    // own in front of every call.
+    assert!(!d.data_root.join("runtimes/ds01").exists(), "dockerd wrote a wrapper script for ds01");
 
     // Refusals: the shim's own one-line reason reaches the docker user.
     let o = d.docker(&["run", "--rm", "--runtime", "ds01", IMG, "true"]);

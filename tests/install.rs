@@ -77,6 +77,10 @@ fn install_merges_backs_up_is_idempotent_and_uninstall_reverses_it() {
     assert_eq!(v["runtimes"]["ds01"]["path"], h.p("usr/bin/ds01-runtime").to_str().unwrap());
     let arg = format!("--ds01-config={}", h.p("etc/ds01/runtime.yaml").display());
     assert_eq!(v["runtimes"]["ds01"]["runtimeArgs"][0], arg.as_str());
+    assert!(
+        stdout(&o).contains("DS01_RUNTIME_CONFIG="),
+        "a custom settings path says how to avoid the sh wrapper"
+    );
     assert_eq!(v["default-runtime"], "ds01");
     assert_eq!(v["exec-opts"][0], "native.cgroupdriver=systemd");
     assert_eq!(h.backups(), 1);

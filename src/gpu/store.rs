@@ -79,31 +79,48 @@ impl Store {
 }
 
 /// A raised scheduling priority, put back on drop (a no-op where the process may not raise it).
-struct Nice(Option<i32>);
+/// A process at `SCHED_IDLE` (the lifecycle follow-up) is moved to the normal policy first:
+/// under the lock it must not wait for an idle CPU.
+struct Nice {
+    nice: Option<i32>,
+    policy: Option<i32>,
+}
 
 impl Nice {
     fn raise_to(nice: i32) -> Nice {
+        let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: plain syscalls on our own process. getpriority's -1 is ambiguous with an
         // error, so errno is cleared first.
         unsafe {
+            let was = libc::sched_getscheduler(0);
+            let policy = (was == libc::SCHED_IDLE || was == libc::SCHED_BATCH)
+                .then(|| libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) == 0)
+                .filter(|ok| *ok)
+                .map(|_| was);
             *libc::__errno_location() = 0;
             let before = libc::getpriority(libc::PRIO_PROCESS, 0);
             if *libc::__errno_location() != 0 || before <= nice {
-                return Nice(None);
+                return Nice { nice: None, policy };
             }
             if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
-                return Nice(None);
+                return Nice { nice: None, policy };
             }
-            Nice(Some(before))
+            Nice { nice: Some(before), policy }
         }
     }
 }
 
 impl Drop for Nice {
     fn drop(&mut self) {
-        if let Some(before) = self.0 {
-            // SAFETY: plain syscall on our own process.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, before) };
+        // SAFETY: plain syscalls on our own process.
+        unsafe {
+            if let Some(before) = self.nice {
+                libc::setpriority(libc::PRIO_PROCESS, 0, before);
+            }
+            if let Some(policy) = self.policy {
+                let param = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(0, policy, &param);
+            }
         }
     }
 }

@@ -56,7 +56,10 @@ impl Dockerd {
         );
         std::fs::write(dir.join("policy/groups/researcher.members"), "rita\n").unwrap();
         let mut daemon = serde_json::json!({
-            "runtimes": {"ds01": {"path": shim(), "runtimeArgs": [format!("--ds01-config={}", settings.display())]}}
+            // The settings come from DS01_RUNTIME_CONFIG in dockerd's environment (containerd and
+            // its shims pass it on): with runtimeArgs, Docker 20.10 would put a /bin/sh wrapper
+            // in front of every call.
+            "runtimes": {"ds01": {"path": shim()}}
         });
         if opts.default_runtime {
             daemon["default-runtime"] = "ds01".into();
