@@ -23,11 +23,13 @@ use crate::gpu::request::{self, Request};
 use crate::gpu::store::{HostWorld, Store};
 use crate::gpu::Gpu;
 use crate::identity::{self, Clues, Owner};
+use crate::kubernetes;
 use crate::modifiers::{
     self, Cap, ContainerCaps, Context, Engine, GpuGrant, Granted, GuardInput, Note, DOCKER_DEFAULT_SHM,
 };
+use crate::naming::Placement;
 use crate::policy::{Nullable, Policy};
-use crate::settings::{GpuSettings, Settings};
+use crate::settings::{GpuSettings, KubePlacement, Settings};
 use crate::users;
 
 /// The outcome of running the pipeline over a spec, before anything is written.
@@ -103,17 +105,26 @@ pub fn plan_seen(
     admin: bool,
 ) -> Result<Plan> {
     let s = r.settings;
-    let clues = Clues { spec: r.original, engine: r.docker.map(|d| &d.engine) };
-    let owner = identity::resolve(&s.identity, r.policy, &clues, &users::to_login)?;
+    let clues =
+        Clues { spec: r.original, engine: r.docker.map(|d| &d.engine), kubernetes: Some(&s.kubernetes) };
+    let mut owner = identity::resolve(&s.identity, r.policy, &clues, &users::to_login)?;
+    let pod = kubernetes::of(r.original);
+    if pod.is_some() && s.kubernetes.placement == KubePlacement::Pod {
+        owner.placement = Placement::engine_cgroup();
+    }
     seen.owner = Some(owner.clone());
-    let (req, source) = request::find(r.original, r.docker, s.gpu.env_is_request)?;
+    let (req, source) = gpu_request(r.original, r.docker, s)?;
+    // On a Kubernetes node the scheduler has decided: the kubelet's devices are enforced and
+    // recorded, not held against the local quota (unless the settings ask for that).
+    let scheduled = pod.is_some() && !s.kubernetes.local_quota;
     let units = if req == Request::None {
         Vec::new()
     } else {
         if owner.user.is_none() {
             return Err(Error::refused(format!("GPUs requested ({source}) by a container with no owner")));
         }
-        allocate(&owner, &req, &quota_as(r.policy, &owner, admin)).inspect_err(|e| {
+        let q = if scheduled { Quota::scheduler() } else { quota_as(r.policy, &owner, admin) };
+        allocate(&owner, &req, &q).inspect_err(|e| {
             seen.gpus_refused = e.kind == ErrorKind::Refused && !admin;
         })?
     };
@@ -136,6 +147,29 @@ pub fn plan_seen(
     let mut spec = r.original.clone();
     let notes = modifiers::apply_all(&modifiers::pipeline(), &mut spec, &ctx)?;
     Ok(Plan { spec, owner, notes, gpus: units.into_iter().map(|u| u.uuid).collect() })
+}
+
+/// What GPUs the container asks for, and who asked: for a Kubernetes container only what the
+/// kubelet assigned (nothing for the pod's sandbox), otherwise [`request::find`].
+pub fn gpu_request(
+    spec: &Value,
+    docker: Option<&DockerMeta>,
+    settings: &Settings,
+) -> Result<(Request, &'static str)> {
+    match kubernetes::of(spec) {
+        Some(p) if p.sandbox => Ok((Request::None, "none (Kubernetes sandbox)")),
+        Some(_) => Ok((kubernetes::assigned_gpus(spec), "the kubelet")),
+        None => request::find(spec, docker, settings.gpu.env_is_request),
+    }
+}
+
+/// True when the container counts towards its owner's container cap: a Kubernetes container
+/// does only under `kubernetes.local_quota`, and a pod's sandbox never.
+fn counts_locally(spec: &Value, settings: &Settings) -> bool {
+    match kubernetes::of(spec) {
+        Some(p) => settings.kubernetes.local_quota && !p.sandbox,
+        None => true,
+    }
 }
 
 /// The owner's GPU limits; admins have none. Missing keys take DS01's own defaults (1 per
@@ -221,7 +255,11 @@ fn describe(ev: &mut Event, plan: &Plan) {
     ev.owner = plan.owner.user.clone();
     ev.group = plan.owner.group.clone();
     ev.identity_source = Some(plan.owner.source_name().to_owned());
-    ev.slice = Some(plan.owner.placement.leaf().to_owned());
+    ev.slice = if plan.owner.placement.is_engine_cgroup() {
+        crate::spec::get(&plan.spec, &["linux", "cgroupsPath"]).and_then(Value::as_str).map(str::to_owned)
+    } else {
+        Some(plan.owner.placement.leaf().to_owned())
+    };
     ev.gpus = plan.gpus.clone();
     let res = |path: &[&str]| crate::spec::get(&plan.spec, path).filter(|v| !v.is_null()).cloned();
     for (k, path) in [
@@ -507,7 +545,7 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
         systemd_cgroup: inv.systemd_cgroup,
         docker: meta.as_ref(),
     };
-    let (req, _) = request::find(&bundle.spec, meta.as_ref(), settings.gpu.env_is_request)?;
+    let (req, _) = gpu_request(&bundle.spec, meta.as_ref(), settings)?;
     // Everything after the plan: the audit record, the slice (cgroupfs driver), then the bundle
     // write, last.
     let finish = |plan: &Plan, ev: &mut Event, extra: Vec<Event>| -> Result<()> {
@@ -517,7 +555,7 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
         done.outcome = "allowed".into();
         lines.push_str(&done.to_line());
         audit::record(settings, &lines)?;
-        if !inv.systemd_cgroup {
+        if !inv.systemd_cgroup && !plan.owner.placement.is_engine_cgroup() {
             let limits = slice_limits(&policy, &plan.owner);
             cgroups::ensure(&Tree::Host, &plan.owner.placement, limits.as_ref(), &settings.state_dir)?;
         }
@@ -540,7 +578,8 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
     } else {
         inventory::load(&settings.gpu, &settings.state_dir, nvml)?
     };
-    let counted = |owner: &Owner| owner.user.is_some() && max_containers(&policy, owner).is_some();
+    let local = counts_locally(&bundle.spec, settings);
+    let counted = |owner: &Owner| local && owner.user.is_some() && max_containers(&policy, owner).is_some();
     // Without GPUs and without a container cap, no lock is taken.
     let mut seen = Seen::default();
     let noted = |ev: &mut Event, seen: &Seen| {
@@ -601,7 +640,7 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
                     }
                 };
                 describe(ev, &plan);
-                if plan.owner.user.is_some() {
+                if local && plan.owner.user.is_some() {
                     alloc::admit(state, &who(&plan.owner), max_containers(&policy, &plan.owner), now)?;
                 }
                 if let Some(a) = state.allocations.iter().find(|a| a.container == id && !plan.gpus.is_empty())

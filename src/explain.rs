@@ -11,7 +11,7 @@ use crate::create::{self, CreateInput};
 use crate::error::{Error, Result};
 use crate::gpu::alloc::{self, Pool, Who};
 use crate::gpu::nvml::InProcess;
-use crate::gpu::request::{self, Request};
+use crate::gpu::request::Request;
 use crate::gpu::store::Store;
 use crate::gpu::{inventory, Gpu};
 use crate::identity::USER_KEY;
@@ -58,7 +58,7 @@ pub fn explain(
         systemd_cgroup: false,
         docker: docker.as_ref(),
     };
-    let (req, source) = request::find(&spec, docker.as_ref(), settings.gpu.env_is_request)?;
+    let (req, source) = create::gpu_request(&spec, docker.as_ref(), settings)?;
     let inv: Vec<Gpu> = if req == Request::None {
         Vec::new()
     } else {

@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::naming::{self, Placement};
 use crate::policy::Policy;
-use crate::settings::{IdentitySettings, Source, Unattributed};
+use crate::settings::{IdentitySettings, KubernetesSettings, Source, Unattributed};
 use crate::spec;
 
 /// Annotation (and label) naming the owner.
@@ -33,6 +33,16 @@ pub struct Clues<'a> {
     pub spec: &'a Value,
     /// Engine metadata, when the engine keeps it on disk.
     pub engine: Option<&'a EngineMeta>,
+    /// The namespace map, for containers a Kubernetes CRI created.
+    pub kubernetes: Option<&'a KubernetesSettings>,
+}
+
+impl Clues<'_> {
+    /// The owner the namespace map gives a Kubernetes container.
+    fn namespace_owner(&self) -> Option<&crate::settings::NamespaceOwner> {
+        let pod = crate::kubernetes::of(self.spec)?;
+        self.kubernetes?.namespaces.get(&pod.namespace)
+    }
 }
 
 /// The resolved owner of a container.
@@ -75,6 +85,7 @@ pub fn claim(source: Source, clues: &Clues) -> Option<String> {
             nonempty(user)
         }
         Source::HomeMount => home_mount_user(clues.spec),
+        Source::Kubernetes => clues.namespace_owner().and_then(|o| nonempty(&o.user)),
     }
 }
 
@@ -123,12 +134,22 @@ pub fn resolve(
             Unattributed::Place => {
                 Ok(Owner { user: None, group: None, source: None, placement: Placement::unattributed() })
             }
-            Unattributed::Refuse => Err(Error::refused(format!(
-                "container has no owner: set the {USER_KEY} annotation or label, or name it <name>._.<user>"
-            ))),
+            Unattributed::Refuse => Err(Error::refused(match crate::kubernetes::of(clues.spec) {
+                Some(pod) => format!(
+                    "container has no owner: namespace {} is not in kubernetes.namespaces of the runtime's settings",
+                    pod.namespace
+                ),
+                None => format!(
+                    "container has no owner: set the {USER_KEY} annotation or label, or name it <name>._.<user>"
+                ),
+            })),
         };
     };
-    let group = policy.group_of(&user, FALLBACK_GROUP);
+    let mapped = (source == Source::Kubernetes)
+        .then(|| clues.namespace_owner())
+        .flatten()
+        .and_then(|o| o.group.clone());
+    let group = mapped.unwrap_or_else(|| policy.group_of(&user, FALLBACK_GROUP));
     let placement = Placement::for_owner(&naming::sanitize(&group)?, &naming::sanitize(&user)?);
     Ok(Owner { user: Some(user), group: Some(group), source: Some(source), placement })
 }
@@ -157,8 +178,13 @@ mod tests {
     #[test]
     fn annotation_decides_and_group_comes_from_members() {
         let spec = json!({"annotations": {"ds01.user": "rita"}});
-        let o = resolve(&IdentitySettings::default(), &policy(), &Clues { spec: &spec, engine: None }, &same)
-            .unwrap();
+        let o = resolve(
+            &IdentitySettings::default(),
+            &policy(),
+            &Clues { spec: &spec, engine: None, kubernetes: None },
+            &same,
+        )
+        .unwrap();
         assert_eq!(o.user.as_deref(), Some("rita"));
         assert_eq!(o.group.as_deref(), Some("researcher"));
         assert_eq!(o.placement.leaf(), "ds01-researcher-rita.slice");
@@ -169,11 +195,13 @@ mod tests {
     fn unattributed_refuses_or_places() {
         let spec = json!({});
         let mut s = IdentitySettings::default();
-        let e = resolve(&s, &policy(), &Clues { spec: &spec, engine: None }, &same).unwrap_err();
+        let e = resolve(&s, &policy(), &Clues { spec: &spec, engine: None, kubernetes: None }, &same)
+            .unwrap_err();
         assert_eq!(e.kind, crate::error::Kind::Refused);
         assert!(e.to_string().contains("no owner"));
         s.unattributed = Unattributed::Place;
-        let o = resolve(&s, &policy(), &Clues { spec: &spec, engine: None }, &same).unwrap();
+        let o =
+            resolve(&s, &policy(), &Clues { spec: &spec, engine: None, kubernetes: None }, &same).unwrap();
         assert_eq!(o.placement.leaf(), "ds01-unattributed.slice");
         assert_eq!(o.source_name(), "none");
     }
@@ -185,7 +213,7 @@ mod tests {
         let e = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues { spec: &spec, engine: Some(&meta) },
+            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None },
             &same,
         )
         .unwrap_err();
@@ -201,20 +229,28 @@ mod tests {
         let o = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues { spec: &spec, engine: Some(&meta) },
+            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None },
             &same,
         )
         .unwrap();
         assert_eq!((o.user.as_deref(), o.source_name()), (Some("carol"), "label"));
         let spec = json!({"mounts": [{"destination": "/w", "source": "/home/dave", "options": ["rbind"]}]});
-        assert_eq!(claim(Source::HomeMount, &Clues { spec: &spec, engine: None }).as_deref(), Some("dave"));
+        assert_eq!(
+            claim(Source::HomeMount, &Clues { spec: &spec, engine: None, kubernetes: None }).as_deref(),
+            Some("dave")
+        );
     }
 
     #[test]
     fn unsafe_names_are_refused() {
         let spec = json!({"annotations": {"ds01.user": "@@@"}});
-        let e = resolve(&IdentitySettings::default(), &policy(), &Clues { spec: &spec, engine: None }, &same)
-            .unwrap_err();
+        let e = resolve(
+            &IdentitySettings::default(),
+            &policy(),
+            &Clues { spec: &spec, engine: None, kubernetes: None },
+            &same,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("empty once made safe"), "{e}");
     }
 }

@@ -20,6 +20,7 @@ pub mod gpu;
 pub mod gpus_report;
 pub mod identity;
 pub mod install;
+pub mod kubernetes;
 pub mod lifecycle;
 pub mod limits_report;
 pub mod modifiers;

@@ -69,6 +69,17 @@ impl Placement {
         Placement { slices: vec![ROOT_SLICE.to_owned(), UNATTRIBUTED_SLICE.to_owned()] }
     }
 
+    /// No slice: the container keeps the cgroup its engine chose (a Kubernetes pod's, when
+    /// `kubernetes.placement` is `pod`).
+    pub fn engine_cgroup() -> Placement {
+        Placement { slices: Vec::new() }
+    }
+
+    /// True when the container keeps the engine's cgroup.
+    pub fn is_engine_cgroup(&self) -> bool {
+        self.slices.is_empty()
+    }
+
     /// The innermost slice, the one the container lands in.
     pub fn leaf(&self) -> &str {
         self.slices.last().map(String::as_str).unwrap_or(ROOT_SLICE)

@@ -52,6 +52,8 @@ pub enum Source {
     Name,
     /// The owner of a bind-mounted `/home/<user>` path.
     HomeMount,
+    /// The pod's Kubernetes namespace, mapped to an owner by `kubernetes.namespaces`.
+    Kubernetes,
 }
 
 impl Source {
@@ -62,6 +64,7 @@ impl Source {
             Source::Label => "label",
             Source::Name => "name",
             Source::HomeMount => "home_mount",
+            Source::Kubernetes => "kubernetes",
         }
     }
 }
@@ -101,7 +104,13 @@ pub struct IdentitySettings {
 impl Default for IdentitySettings {
     fn default() -> Self {
         IdentitySettings {
-            order: vec![Source::Annotation, Source::Label, Source::Name, Source::HomeMount],
+            order: vec![
+                Source::Annotation,
+                Source::Label,
+                Source::Name,
+                Source::HomeMount,
+                Source::Kubernetes,
+            ],
             unattributed: Unattributed::Refuse,
             trusted_for_admin: Vec::new(),
         }
@@ -135,6 +144,44 @@ pub struct Settings {
     pub gpu: GpuSettings,
     /// Host access guard.
     pub guard: GuardSettings,
+    /// Containers a Kubernetes node's CRI (containerd, CRI-O) creates.
+    pub kubernetes: KubernetesSettings,
+}
+
+/// Where a Kubernetes container's cgroup goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KubePlacement {
+    /// The kubelet's pod cgroup, as the kubelet set it: its accounting, QoS and eviction
+    /// keep working, and the pod's own requests and limits apply.
+    #[default]
+    Pod,
+    /// The owner's slice with the owner's limits, as for Docker.
+    Slice,
+}
+
+/// The owner of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceOwner {
+    /// Login name.
+    pub user: String,
+    /// Policy group; when absent, the group the policy gives the user.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// How Kubernetes containers are attributed and placed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesSettings {
+    /// Namespace -> owner (one namespace per user or team).
+    pub namespaces: std::collections::BTreeMap<String, NamespaceOwner>,
+    /// Where the cgroup goes (default: the kubelet's pod cgroup).
+    pub placement: KubePlacement,
+    /// Check the GPUs the kubelet assigned against the owner's local quota too. By default the
+    /// scheduler has decided: the devices are enforced and recorded, not re-decided.
+    pub local_quota: bool,
 }
 
 /// Where the GPU inventory comes from.
@@ -218,6 +265,7 @@ impl Default for Settings {
             identity: IdentitySettings::default(),
             gpu: GpuSettings::default(),
             guard: GuardSettings::default(),
+            kubernetes: KubernetesSettings::default(),
         }
     }
 }

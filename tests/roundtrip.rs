@@ -13,6 +13,7 @@ const FIXTURES: &[&str] = &[
     "podman-4.3-config.json",
     "runc-1.1-spec-config.json",
     "cri-containerd-config.json",
+    "cri-containerd-container-config.json",
 ];
 
 /// The id the engine gave the captured container (its own files are under that id).

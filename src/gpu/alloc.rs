@@ -152,6 +152,13 @@ pub struct Quota {
     pub hold_secs: Option<u64>,
 }
 
+impl Quota {
+    /// No local limit and no hold: the devices a cluster scheduler assigned, taken as decided.
+    pub fn scheduler() -> Quota {
+        Quota { per_container: None, per_user: None, allow_full: true, hold_secs: Some(0) }
+    }
+}
+
 /// The container asking.
 #[derive(Debug, Clone)]
 pub struct Who {

@@ -18,6 +18,7 @@ impl SpecModifier for Labels {
 
     fn apply(&self, spec: &mut Value, ctx: &Context) -> Result<Vec<Note>> {
         let owner = ctx.owner;
+        let pod = crate::kubernetes::of(spec);
         let ann = spec::object_mut(spec, &["annotations"])?;
         let mut set = |k: &str, v: &str| {
             ann.insert(k.to_owned(), Value::String(v.to_owned()));
@@ -28,7 +29,12 @@ impl SpecModifier for Labels {
         if let Some(g) = &owner.group {
             set("ds01.group", g);
         }
-        set("ds01.slice", owner.placement.leaf());
+        if !owner.placement.is_engine_cgroup() {
+            set("ds01.slice", owner.placement.leaf());
+        }
+        if let Some(p) = &pod {
+            set("ds01.pod", &p.describe());
+        }
         set("ds01.managed", "true");
         set("ds01.identity-source", owner.source_name());
         if let Some(n) = ctx.engine.name {

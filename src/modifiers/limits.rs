@@ -60,6 +60,10 @@ impl SpecModifier for Limits {
     }
 
     fn apply(&self, spec: &mut Value, ctx: &Context) -> Result<Vec<Note>> {
+        if ctx.owner.placement.is_engine_cgroup() {
+            // The kubelet's pod cgroup carries the pod's own requests and limits.
+            return Ok(Vec::new());
+        }
         let c = ctx.limits;
         let mut notes = Vec::new();
         let mut set = |spec: &mut Value, path: &[&str], key: &str, v: Value, why: String| -> Result<()> {

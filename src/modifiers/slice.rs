@@ -16,6 +16,9 @@ impl SpecModifier for SlicePlacement {
     }
 
     fn apply(&self, spec: &mut Value, ctx: &Context) -> Result<Vec<Note>> {
+        if ctx.owner.placement.is_engine_cgroup() {
+            return Ok(Vec::new());
+        }
         let path = ctx.owner.placement.cgroups_path(ctx.systemd_cgroup, ctx.scope_prefix, ctx.container_id);
         let linux = spec::object_mut(spec, &["linux"])?;
         let old = linux.get("cgroupsPath").and_then(Value::as_str).map(str::to_owned);
