@@ -13,7 +13,6 @@ const FIXTURES: &[&str] = &[
     "podman-4.3-config.json",
     "runc-1.1-spec-config.json",
     "cri-containerd-config.json",
-    "cri-containerd-container-config.json",
 ];
 
 /// The id the engine gave the captured container (its own files are under that id).
@@ -99,7 +98,9 @@ fn pipeline_changes_only_what_it_owns() {
             // Undo exactly the owned changes; the rest must be the original, byte for byte.
             let had_annotations = original.get("annotations").is_some();
             let ann = out["annotations"].as_object_mut().unwrap();
-            for k in ["ds01.user", "ds01.group", "ds01.slice", "ds01.managed", "ds01.identity-source"] {
+            for k in
+                ["ds01.user", "ds01.group", "ds01.slice", "ds01.managed", "ds01.identity-source", "ds01.pod"]
+            {
                 match original.get("annotations").and_then(|a| a.get(k)) {
                     Some(v) => {
                         ann.insert(k.into(), v.clone());
