@@ -139,18 +139,12 @@ impl Containerd {
 
     /// The audit log's events.
     fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.tmp.path().join("log/events.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        audit_events(self.tmp.path())
     }
 
     /// The allocations in the GPU state file (none when there is no file yet).
     fn allocations(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.tmp.path().join("state/gpus.json")).unwrap_or_default();
-        let v: Value = serde_json::from_str(&text).unwrap_or_default();
-        v["allocations"].as_array().cloned().unwrap_or_default()
+        gpu_allocations(self.tmp.path())
     }
 
     /// containerd's log, for failure messages.
@@ -167,27 +161,10 @@ impl Drop for Containerd {
             let _ = self.ctr(&["containers", "delete", id]);
         }
         if let Some(mut child) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            if wait_for(10, || child.try_wait().ok().flatten()).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            stop_child(&mut child, 10);
         }
         // A runc v2 shim outlives containerd; its command line names our socket.
-        let me = self.tmp.path().to_string_lossy().into_owned();
-        if let Ok(procs) = std::fs::read_dir("/proc") {
-            for p in procs.flatten() {
-                let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
-                let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-                if String::from_utf8_lossy(&cmd).contains(&me) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
+        kill_naming(self.tmp.path());
         unmount_below(self.tmp.path());
         for u in self.users.borrow().iter() {
             remove_slices("student", u);
@@ -196,11 +173,6 @@ impl Drop for Containerd {
             remove_cgroup(cg);
         }
     }
-}
-
-/// The `event` events of `container`.
-fn events_of<'a>(events: &'a [Value], container: &str, event: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["container"] == container && e["event"] == event).collect()
 }
 
 /// The NVIDIA nodes in `ls /dev` output, sorted.

@@ -52,17 +52,11 @@ impl Node {
     }
 
     fn events(&self) -> Vec<Value> {
-        fs::read_to_string(self.tmp.path().join("log/events.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        audit_events(self.tmp.path())
     }
 
     fn allocations(&self) -> Vec<Value> {
-        let text = fs::read_to_string(self.tmp.path().join("state/gpus.json")).unwrap_or_default();
-        let v: Value = serde_json::from_str(&text).unwrap_or_default();
-        v["allocations"].as_array().cloned().unwrap_or_default()
+        gpu_allocations(self.tmp.path())
     }
 }
 

@@ -196,18 +196,12 @@ impl Podman {
 
     /// The audit log's events.
     fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.tmp.path().join("log/events.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        audit_events(self.tmp.path())
     }
 
     /// The allocations in the GPU state file (none when there is no file yet).
     fn allocations(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.tmp.path().join("state/gpus.json")).unwrap_or_default();
-        let v: Value = serde_json::from_str(&text).unwrap_or_default();
-        v["allocations"].as_array().cloned().unwrap_or_default()
+        gpu_allocations(self.tmp.path())
     }
 
     /// `ds01ctl gpus` with these settings.
@@ -227,19 +221,7 @@ impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.podman(&["rm", "-af", "-t", "0"]);
         // Anything still naming our folder (a conmon of a container Podman lost track of).
-        let me = self.tmp.path().to_string_lossy().into_owned();
-        if let Ok(procs) = std::fs::read_dir("/proc") {
-            for p in procs.flatten() {
-                let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
-                let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-                if String::from_utf8_lossy(&cmd).contains(&me) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
+        kill_naming(self.tmp.path());
         unmount_below(self.tmp.path());
         for u in self.users.borrow().iter() {
             remove_slices("student", u);
@@ -250,11 +232,6 @@ impl Drop for Podman {
 /// The owner's slice, as it appears in /proc/self/cgroup (cgroupfs driver, scope prefix docker).
 fn slice_dir(group: &str, user: &str) -> String {
     format!("/ds01.slice/ds01-{group}.slice/ds01-{group}-{user}.slice/docker-")
-}
-
-/// The `event` events of `container`.
-fn events_of<'a>(events: &'a [Value], container: &str, event: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["container"] == container && e["event"] == event).collect()
 }
 
 /// The NVIDIA nodes in `ls /dev` output, sorted.

@@ -170,28 +170,10 @@ impl Drop for Dockerd {
             let _ = self.docker(&["rm", "-f", id]);
         }
         if let Some(mut child) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let stopped = wait_for(20, || child.try_wait().ok().flatten());
-            if stopped.is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            stop_child(&mut child, 20);
         }
         // Anything left that still names our directory (a containerd or shim of a killed engine).
-        let me = self.tmp.path().to_string_lossy().into_owned();
-        if let Ok(procs) = std::fs::read_dir("/proc") {
-            for p in procs.flatten() {
-                let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
-                let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-                if String::from_utf8_lossy(&cmd).contains(&me) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
+        kill_naming(self.tmp.path());
         unmount_below(self.tmp.path());
     }
 }

@@ -339,3 +339,54 @@ pub fn write_cdi(dir: &Path, settings: &Path, n: u32) -> PathBuf {
     std::fs::write(settings, text).unwrap();
     cdi
 }
+
+/// The audit events in `<dir>/log/events.jsonl`, the log [`settings`] names; every line must be
+/// whole JSON.
+pub fn audit_events(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("log/events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every audit line is whole JSON"))
+        .collect()
+}
+
+/// The `event` events of `container` among `events`.
+pub fn events_of<'a>(
+    events: &'a [serde_json::Value],
+    container: &str,
+    event: &str,
+) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["container"] == container && e["event"] == event).collect()
+}
+
+/// The allocations in `<dir>/state/gpus.json` (none when there is no file yet).
+pub fn gpu_allocations(dir: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("state/gpus.json")).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    v["allocations"].as_array().cloned().unwrap_or_default()
+}
+
+/// Stops an engine: SIGTERM, up to `secs` seconds to exit, then SIGKILL.
+pub fn stop_child(child: &mut std::process::Child, secs: u64) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    if wait_for(secs, || child.try_wait().ok().flatten()).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// SIGKILLs every process whose command line names `dir` (an engine's containerd, shim or
+/// conmon that outlived it).
+pub fn kill_naming(dir: &Path) {
+    let me = dir.to_string_lossy().into_owned();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains(&me) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
