@@ -143,6 +143,7 @@ pub fn plan_seen(
             name: r.docker.and_then(|d| d.engine.name.as_deref()),
             image: r.docker.and_then(|d| d.engine.image.as_deref()),
         },
+        settings_file: s.named_file.as_deref(),
     };
     let mut spec = r.original.clone();
     let notes = modifiers::apply_all(&modifiers::pipeline(), &mut spec, &ctx)?;
@@ -442,13 +443,19 @@ fn guard_input(r: &CreateInput, owner: &Owner) -> GuardInput {
     let mut engine_own = vec![
         s.docker_root.join("containers").join(id),
         s.docker_root.join("volumes"),
+        // Podman's defaults, also for a config.json read away from its bundle (`ds01ctl explain`).
         PathBuf::from(format!("/var/lib/containers/storage/overlay-containers/{id}")),
         PathBuf::from(format!("/run/containers/storage/overlay-containers/{id}")),
         PathBuf::from("/var/lib/containers/storage/volumes"),
         PathBuf::from("/run/containerd/io.containerd.grpc.v1.cri/sandboxes"),
         PathBuf::from("/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes"),
     ];
+    let mut own_userdata = None;
     if let Ok(b) = r.bundle_dir.canonicalize() {
+        if let Some((graph_root, userdata)) = podman_userdata(&b, id) {
+            engine_own.push(graph_root.join("volumes"));
+            own_userdata = Some(userdata);
+        }
         engine_own.push(b);
     }
     let resolved = crate::spec::get(r.original, &["mounts"])
@@ -459,7 +466,17 @@ fn guard_input(r: &CreateInput, owner: &Owner) -> GuardInput {
         .filter(|src| src.starts_with('/'))
         .filter_map(|src| Path::new(src).canonicalize().ok().map(|p| (src.to_owned(), p)))
         .collect();
-    GuardInput { privileged, trusted_admin, allow, protected, engine_own, resolved }
+    GuardInput { privileged, trusted_admin, allow, protected, engine_own, own_userdata, resolved }
+}
+
+/// Podman's layout: the bundle is `<graph root>/<driver>-containers/<id>/userdata`, and the
+/// files it bind-mounts (hosts, resolv.conf, .containerenv) are in the same relative folder
+/// under its run root, which may be anywhere. Gives the graph root and that relative folder.
+fn podman_userdata(bundle: &Path, id: &str) -> Option<(PathBuf, PathBuf)> {
+    let container = bundle.parent().filter(|_| bundle.file_name().is_some_and(|n| n == "userdata"))?;
+    let store = container.parent().filter(|_| container.file_name().is_some_and(|n| n == id))?;
+    let driver = store.file_name()?.to_str().filter(|n| n.ends_with("-containers"))?;
+    Some((store.parent()?.to_path_buf(), [driver, id, "userdata"].iter().collect()))
 }
 
 /// The bundle directory of a create: `--bundle`, else the current directory.
@@ -678,4 +695,21 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
     // Edition 2021: set_var is safe; the process is single-threaded and execs next.
     std::env::set_var(DONE_ENV, id);
     Ok(runtime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::podman_userdata;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn podman_layout_is_read_from_the_bundle() {
+        let b = Path::new("/srv/graph/vfs-containers/abc/userdata");
+        let (graph, rel) = podman_userdata(b, "abc").unwrap();
+        assert_eq!(graph, PathBuf::from("/srv/graph"));
+        assert_eq!(rel, PathBuf::from("vfs-containers/abc/userdata"));
+        assert!(podman_userdata(b, "abd").is_none(), "another container's id");
+        assert!(podman_userdata(Path::new("/run/containerd/moby/abc"), "abc").is_none());
+        assert!(podman_userdata(Path::new("/x/abc/userdata"), "abc").is_none());
+    }
 }

@@ -103,6 +103,32 @@ fn home_mount_user(spec: &Value) -> Option<String> {
     })
 }
 
+/// How the user could name an owner, from the configured sources this engine can carry:
+/// labels and names exist only where the engine keeps metadata (Docker); Podman and ctr carry
+/// annotations only.
+fn owner_hint(settings: &IdentitySettings, clues: &Clues) -> String {
+    let docker = clues.engine.is_some();
+    let ways: Vec<String> = settings
+        .order
+        .iter()
+        .filter_map(|s| match s {
+            Source::Label if docker => Some(format!("the {USER_KEY} label (--label {USER_KEY}=<user>)")),
+            Source::Name if docker => Some("a name <name>._.<user>".to_owned()),
+            Source::Annotation if !docker => {
+                Some(format!("the {USER_KEY} annotation (--annotation {USER_KEY}=<user>)"))
+            }
+            Source::Annotation => Some(format!("the {USER_KEY} annotation (Docker 24+)")),
+            Source::HomeMount => Some("a bind mount of /home/<user>".to_owned()),
+            _ => None,
+        })
+        .collect();
+    match ways.split_last() {
+        None => "none of the identity sources in the runtime's settings applies to this engine".to_owned(),
+        Some((last, [])) => format!("give it {last}"),
+        Some((last, rest)) => format!("give it {} or {last}", rest.join(", ")),
+    }
+}
+
 /// Resolves the owner. `to_login` maps what a source named (a login name or a numeric uid)
 /// to a login name.
 pub fn resolve(
@@ -139,9 +165,7 @@ pub fn resolve(
                     "container has no owner: namespace {} is not in kubernetes.namespaces of the runtime's settings",
                     pod.namespace
                 ),
-                None => format!(
-                    "container has no owner: set the {USER_KEY} annotation or label, or name it <name>._.<user>"
-                ),
+                None => format!("container has no owner: {}", owner_hint(settings, clues)),
             })),
         };
     };
@@ -204,6 +228,24 @@ mod tests {
             resolve(&s, &policy(), &Clues { spec: &spec, engine: None, kubernetes: None }, &same).unwrap();
         assert_eq!(o.placement.leaf(), "ds01-unattributed.slice");
         assert_eq!(o.source_name(), "none");
+    }
+
+    #[test]
+    fn refusal_names_only_what_the_engine_can_carry() {
+        let spec = json!({});
+        let s = IdentitySettings::default();
+        let podman = resolve(&s, &policy(), &Clues { spec: &spec, engine: None, kubernetes: None }, &same)
+            .unwrap_err()
+            .to_string();
+        assert!(podman.contains("the ds01.user annotation (--annotation ds01.user=<user>)"), "{podman}");
+        assert!(!podman.contains("label") && !podman.contains("._."), "{podman}");
+        let meta = EngineMeta::default();
+        let docker =
+            resolve(&s, &policy(), &Clues { spec: &spec, engine: Some(&meta), kubernetes: None }, &same)
+                .unwrap_err()
+                .to_string();
+        assert!(docker.contains("the ds01.user label (--label ds01.user=<user>)"), "{docker}");
+        assert!(docker.contains("a name <name>._.<user>"), "{docker}");
     }
 
     #[test]

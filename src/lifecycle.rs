@@ -16,6 +16,7 @@ use crate::clock::rfc3339;
 use crate::create::{gpu_event, runc_root};
 use crate::gpu::alloc::{self, Status};
 use crate::gpu::store::{HostWorld, Store};
+use crate::modifiers::SETTINGS_KEY;
 use crate::settings::{Located, Settings};
 
 /// The calls whose outcome is recorded.
@@ -41,8 +42,9 @@ pub fn spawn_followup(inv: &Invocation, args: &[OsString], settings: &Located) {
         let id = inv.container_id.as_deref().unwrap_or_default();
         let raw = std::fs::read(Path::new(&runc_root(inv)).join(id).join("state.json"));
         wait_for_exit(runtime_pid);
-        if let Ok(s) = Settings::load(settings) {
-            followup(inv, args, &s, Snapshot::parse(raw.as_deref().unwrap_or_default()));
+        let before = raw.as_deref().map(Snapshot::parse).unwrap_or_default();
+        if let Ok(s) = Settings::load(&recorded_settings(settings, &before)) {
+            followup(inv, args, &s, before);
         }
         // SAFETY: leave without running the parent's atexit handlers or flushing its buffers.
         unsafe { libc::_exit(0) }
@@ -88,14 +90,31 @@ fn wait_for_exit(pid: i32) {
     }
 }
 
-/// What runc's own state said about the container before the call: the ds01.* annotations
-/// the create left (runc keeps the spec's annotations as labels in `<root>/<id>/state.json`).
+/// The settings file for a call that was not told one (Podman's cleanup `delete` gets neither
+/// its runtime flags nor an environment): the one the create recorded, if root owns it and
+/// only root may write it.
+fn recorded_settings(located: &Located, before: &Snapshot) -> Located {
+    use std::os::unix::fs::MetadataExt;
+    let recorded =
+        (!located.explicit).then(|| before.get(SETTINGS_KEY)).flatten().map(std::path::PathBuf::from).filter(
+            |p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0),
+        );
+    match recorded {
+        Some(path) => Located { path, explicit: true },
+        None => located.clone(),
+    }
+}
+
+/// What runc's own state said about the container before the call: whether runc knew it, and
+/// the ds01.* annotations the create left (runc keeps them as labels in `<root>/<id>/state.json`).
+#[derive(Default)]
 struct Snapshot {
+    existed: bool,
     labels: Vec<(String, String)>,
 }
 
 impl Snapshot {
-    /// Parses the labels out of runc's state.json (empty when it was unreadable).
+    /// Parses the labels out of runc's state.json.
     fn parse(state_json: &[u8]) -> Snapshot {
         let labels = serde_json::from_slice::<serde_json::Value>(state_json)
             .ok()
@@ -105,7 +124,7 @@ impl Snapshot {
             .filter_map(|l| l.as_str()?.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
             .filter(|(k, _)| k.starts_with("ds01."))
             .collect();
-        Snapshot { labels }
+        Snapshot { existed: true, labels }
     }
 
     fn get(&self, k: &str) -> Option<String> {
@@ -120,6 +139,11 @@ fn followup(inv: &Invocation, args: &[OsString], settings: &Settings, before: Sn
     else {
         return;
     };
+    // A delete of a container runc no longer knew (containerd's shim deletes twice) did
+    // nothing: the first one was recorded.
+    if kind == Kind::Delete && !before.existed {
+        return;
+    }
     let root = runc_root(inv);
     let exists = std::path::Path::new(&root).join(id).join("state.json").exists();
     let outcome = match kind {

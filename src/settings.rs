@@ -146,6 +146,9 @@ pub struct Settings {
     pub guard: GuardSettings,
     /// Containers a Kubernetes node's CRI (containerd, CRI-O) creates.
     pub kubernetes: KubernetesSettings,
+    /// This file, when it was named by flag or environment (absolute).
+    #[serde(skip)]
+    pub named_file: Option<PathBuf>,
 }
 
 /// Where a Kubernetes container's cgroup goes.
@@ -266,6 +269,7 @@ impl Default for Settings {
             gpu: GpuSettings::default(),
             guard: GuardSettings::default(),
             kubernetes: KubernetesSettings::default(),
+            named_file: None,
         }
     }
 }
@@ -283,7 +287,11 @@ impl Settings {
                 return Err(Error::failed(format!("cannot read settings file {}: {e}", loc.path.display())));
             }
         };
-        Settings::parse(&text, &loc.path)
+        let mut s = Settings::parse(&text, &loc.path)?;
+        if loc.explicit {
+            s.named_file = std::path::absolute(&loc.path).ok();
+        }
+        Ok(s)
     }
 
     /// Parses settings text; `path` names the file in errors and anchors relative paths.

@@ -301,6 +301,12 @@ fn ctr_run_lands_in_the_owners_slice_and_refusals_reach_ctr() {
     assert_eq!(refused, ["refused"]);
     let ls = c.ctr(&["containers", "list", "-q"]);
     assert!(!stdout(&ls).contains(&none), "ctr run --rm removed it: {}", stdout(&ls));
+    // The runc v2 shim deletes twice (the task, then its own clean-up); only the delete runc
+    // did is recorded, with its owner. (Checked this late so the second one has long run.)
+    let ev = c.events();
+    let deletes = events_of(&ev, &id, "delete");
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(deletes[0]["owner"], user.as_str());
 }
 
 #[test]

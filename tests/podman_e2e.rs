@@ -13,10 +13,10 @@
 //! passed as the shim's own global flag instead: `--runtime-flag ds01-config=<file>` makes
 //! Podman call `<shim> --ds01-config=<file> <subcommand> …` (conmon gets it as `--runtime-arg`)
 //! on every call that a podman command with that flag makes itself; the shim strips it before
-//! it execs runc. The exit command does not carry runtime flags, so a `delete` done by conmon's
-//! cleanup process reads /etc/ds01/runtime.yaml (or the built-in defaults) instead. The tests
-//! below assert nothing that depends on that call: a GPU is checked free as the next create
-//! sees it (`ds01ctl gpus`, which reconciles against runc's state), not in the state file.
+//! it execs runc. The exit command does not carry runtime flags, so the create records the
+//! settings file in the container's `ds01.settings` annotation (runc keeps it in its state), and
+//! the `delete` done by conmon's cleanup process finds its settings there: its audit line and
+//! the GPU release land in this test's files, not the host's.
 
 mod common;
 
@@ -28,6 +28,8 @@ use common::*;
 use serde_json::Value;
 
 const IMG: &str = "localhost/ds01-busybox:test";
+/// The audit log of a shim that was given no settings.
+const HOST_AUDIT_LOG: &str = "/var/log/ds01/runtime-events.jsonl";
 
 /// Root, runc, busybox-static and podman.
 fn require_podman() -> bool {
@@ -42,7 +44,7 @@ fn require_podman() -> bool {
 struct Podman {
     tmp: TempDir,
     settings: PathBuf,
-    /// Podman's graph root and run root at once (see `start`).
+    /// Podman's graph root (its run root is the `r` folder beside it).
     storage: PathBuf,
     /// Owners whose slices are removed on drop.
     users: std::cell::RefCell<Vec<String>>,
@@ -112,14 +114,12 @@ impl Podman {
         let dir = tmp.path().to_path_buf();
         let gpu_settings = if gpus > 0 { static_gpus(&fake_dev(&dir, gpus), gpus) } else { String::new() };
         let settings = settings(&dir, &gpu_settings);
-        // One folder is both --root and --runroot. Podman keeps a container's config.json (the
-        // bundle) under the graph root and the files it bind-mounts into it (hosts, hostname,
-        // resolv.conf, .containerenv) under the run root, `<runroot>/<driver>-containers/<id>/
-        // userdata`. The shim's guard accepts those only below the bundle or below Podman's
-        // default /run/containers/storage/overlay-containers/<id>; with the two roots in one
-        // folder they are below the bundle, and the guard keeps its default settings.
+        // Podman keeps a container's config.json (the bundle) under the graph root and the
+        // files it bind-mounts into it (hosts, hostname, resolv.conf, .containerenv) under the
+        // run root, `<runroot>/<driver>-containers/<id>/userdata`: two folders of their own,
+        // so the guard must know Podman's own files wherever the run root is.
         let storage = dir.join("s");
-        for d in ["s", "t", "n"] {
+        for d in ["s", "r", "t", "n"] {
             std::fs::create_dir_all(dir.join(d)).expect("podman dirs");
         }
         let p = Podman { tmp, settings, storage, users: Default::default(), _host: host };
@@ -144,7 +144,7 @@ impl Podman {
             "--root".into(),
             s(&self.storage),
             "--runroot".into(),
-            s(&self.storage),
+            s(&d.join("r")),
             "--tmpdir".into(),
             s(&d.join("t")),
             "--network-config-dir".into(),
@@ -250,6 +250,8 @@ fn podman_run_lands_in_the_owners_slice_and_refusals_reach_podman() {
     let p = Podman::start("own", 0);
     let user = p.user("pat");
     let ann = format!("ds01.user={user}");
+    let host_log_len = || std::fs::metadata(HOST_AUDIT_LOG).map(|m| m.len()).ok();
+    let host_log_before = host_log_len();
 
     // (a) The owner from the annotation: every hierarchy of /proc/self/cgroup in the slice.
     let o = p.run(&["--rm", "--annotation", &ann, IMG, "cat", "/proc/self/cgroup"]);
@@ -269,6 +271,18 @@ fn podman_run_lands_in_the_owners_slice_and_refusals_reach_podman() {
     assert_eq!(create["identity_source"], "annotation", "{create}");
     assert_eq!(create["slice"], format!("ds01-student-{user}.slice"), "{create}");
     assert_eq!(create["labels"]["io.container.manager"], "libpod", "Podman's own annotations: {create}");
+    // --rm: conmon's cleanup deleted it, without runtime flags or environment; the follow-up
+    // found this test's settings through the container's own annotation.
+    let rm_id = create["container"].as_str().unwrap_or_default().to_owned();
+    let deleted = wait_for(10, || {
+        let ev = p.events();
+        let d = events_of(&ev, &rm_id, "delete");
+        (!d.is_empty()).then(|| d.into_iter().cloned().collect::<Vec<Value>>())
+    });
+    let deleted = deleted.unwrap_or_else(|| panic!("the cleanup's delete audited here: {:?}", p.events()));
+    assert_eq!(deleted.len(), 1, "one delete line: {deleted:?}");
+    assert_eq!(deleted[0]["owner"], user.as_str(), "{deleted:?}");
+    assert_eq!(deleted[0]["outcome"], "ok", "{deleted:?}");
 
     // (b) No owner: the shim's one line reaches podman's stderr; nothing is left behind.
     let o = p.run(&["--rm", IMG, "true"]);
@@ -322,6 +336,7 @@ fn podman_run_lands_in_the_owners_slice_and_refusals_reach_podman() {
         assert!(events_of(&ev, &id, kind).iter().any(|e| e["owner"] == user.as_str()), "{kind}: {ev:?}");
     }
     assert_eq!(events_of(&ev, &id, "kill")[0]["signal"], "9", "podman rm -f -t 0 kills with SIGKILL");
+    assert_eq!(host_log_len(), host_log_before, "nothing reached the host's own {HOST_AUDIT_LOG}");
 }
 
 #[test]
@@ -386,11 +401,13 @@ fn podman_gpus_one_node_each_and_nothing_leaks() {
     want.sort();
     assert_eq!(held, want, "only the two running containers hold GPUs");
 
-    // Removed: free again for the next create (released by the delete's follow-up, or, when
-    // conmon's cleanup did the delete without the settings, reclaimed because runc no longer
-    // has the container), and another user gets one.
+    // Removed: released by the delete's follow-up (conmon's cleanup, or podman rm itself)
+    // with this test's settings, so gone from the state file, not only reclaimable; and
+    // another user gets one.
     let o = p.podman(&["rm", "-f", "-t", "0", &ids[0], &ids[1]]);
     assert!(o.status.success(), "{}", stderr(&o));
+    let released = wait_for(10, || p.allocations().is_empty().then_some(()));
+    assert!(released.is_some(), "released in the state file: {:?}", p.allocations());
     let free = wait_for(10, || {
         let t = p.ctl_gpus();
         (t.lines().filter(|l| l.contains("GPU-fake-") && l.contains("free")).count() == 2).then_some(())

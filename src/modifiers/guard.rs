@@ -24,6 +24,9 @@ pub struct GuardInput {
     pub protected: Vec<(PathBuf, &'static str)>,
     /// The engine's own files for this container (resolv.conf, hosts, shm, volumes).
     pub engine_own: Vec<PathBuf>,
+    /// The container's own folder below any root, `<driver>-containers/<id>/userdata`
+    /// (Podman keeps it under both its graph root and its run root).
+    pub own_userdata: Option<PathBuf>,
     /// Bind sources with symlinks resolved (source as written → real path).
     pub resolved: Vec<(String, PathBuf)>,
 }
@@ -93,7 +96,9 @@ impl SpecModifier for Guard {
             } else {
                 format!("{src} (-> {})", real.display())
             };
-            if g.engine_own.iter().any(|own| real.starts_with(own)) {
+            let own_userdata =
+                g.own_userdata.as_deref().is_some_and(|u| real.ancestors().any(|a| a.ends_with(u)));
+            if own_userdata || g.engine_own.iter().any(|own| real.starts_with(own)) {
                 continue;
             }
             if real == Path::new("/") {
@@ -157,6 +162,7 @@ mod tests {
             guard: g,
             limits: &ContainerCaps::default(),
             engine: Default::default(),
+            settings_file: None,
         };
         Guard.apply(spec, &ctx)
     }
@@ -195,6 +201,27 @@ mod tests {
             assert!(e.to_string().contains(want), "{src}: {e}");
             assert_eq!(e.kind, crate::error::Kind::Refused);
         }
+    }
+
+    #[test]
+    fn podmans_own_userdata_passes_under_any_run_root_and_no_other_containers() {
+        const ID: &str = "841c42b07bba336cd3638bb6adead782a7ffbe986cd21ba10a6bfc55d6494881";
+        let mut g = input();
+        g.protected.push(("/run/containers".into(), "the engine's data"));
+        g.protected.push(("/var/lib/containers".into(), "the engine's data"));
+        g.own_userdata = Some(["overlay-containers", ID, "userdata"].iter().collect());
+        assert!(check(&mut fixtures::podman(), &g).is_ok());
+        let moved = fixtures::podman().to_string().replace("/run/containers/storage", "/srv/podman/run");
+        let mut moved: Value = serde_json::from_str(&moved).unwrap();
+        assert!(check(&mut moved, &g).is_ok(), "a run root of its own");
+        let other = format!("/run/containers/storage/overlay-containers/{}/userdata/hosts", "f".repeat(64));
+        let e = check(&mut with_bind(&other), &g).unwrap_err();
+        assert!(e.to_string().contains("the engine's data"), "{e}");
+        g.own_userdata = None;
+        assert!(
+            check(&mut fixtures::podman(), &g).is_err(),
+            "without the layout, /run/containers is protected"
+        );
     }
 
     #[test]

@@ -6,9 +6,12 @@ use super::{Context, Note, SpecModifier};
 use crate::error::Result;
 use crate::spec;
 
-/// Sets ds01.user, ds01.group, ds01.slice, ds01.managed, ds01.identity-source, and the engine's
-/// ds01.name and ds01.image (runc keeps them in its state, so `delete` can be recorded by name
-/// after the engine has forgotten the container).
+/// Annotation naming the settings file the create used, when it was named by flag or environment.
+pub const SETTINGS_KEY: &str = "ds01.settings";
+
+/// Sets ds01.user, ds01.group, ds01.slice, ds01.managed, ds01.identity-source, the engine's
+/// ds01.name and ds01.image, and ds01.settings (runc keeps them in its state, so `delete` can be
+/// recorded by name, with the right settings, after the engine has forgotten the container).
 pub struct Labels;
 
 impl SpecModifier for Labels {
@@ -43,6 +46,13 @@ impl SpecModifier for Labels {
         if let Some(i) = ctx.engine.image {
             set("ds01.image", i);
         }
+        match ctx.settings_file.and_then(|f| f.to_str()) {
+            Some(f) => set(SETTINGS_KEY, f),
+            // Only the shim names it: a user's own would steer the calls that read it.
+            None => {
+                ann.shift_remove(SETTINGS_KEY);
+            }
+        }
         Ok(vec![Note { path: "annotations".into(), why: "ownership annotations (ds01.*)".into() }])
     }
 }
@@ -72,6 +82,7 @@ mod tests {
             guard: &GuardInput::default(),
             limits: &ContainerCaps::default(),
             engine: crate::modifiers::Engine { name: Some("nb1"), image: Some("pytorch:2") },
+            settings_file: None,
         };
         let mut spec = fixtures::podman();
         let before: Vec<String> = spec["annotations"].as_object().unwrap().keys().cloned().collect();
@@ -87,6 +98,32 @@ mod tests {
         assert_eq!(ann["ds01.identity-source"], "annotation");
         assert_eq!(ann["ds01.name"], "nb1");
         assert_eq!(ann["ds01.image"], "pytorch:2");
+        assert!(ann.get(SETTINGS_KEY).is_none(), "no settings file named, none recorded");
+    }
+
+    #[test]
+    fn the_settings_file_is_recorded_only_when_the_shim_names_it() {
+        let owner = Owner { user: None, group: None, source: None, placement: Placement::unattributed() };
+        let file = std::path::Path::new("/srv/ds01/runtime.yaml");
+        let mut ctx = Context {
+            container_id: "c",
+            owner: &owner,
+            systemd_cgroup: false,
+            scope_prefix: "docker",
+            gpus: &GpuGrant::default(),
+            guard: &GuardInput::default(),
+            limits: &ContainerCaps::default(),
+            engine: Default::default(),
+            settings_file: Some(file),
+        };
+        let mut spec = fixtures::podman();
+        spec["annotations"][SETTINGS_KEY] = "/home/mallory/evil.yaml".into();
+        Labels.apply(&mut spec, &ctx).unwrap();
+        assert_eq!(spec["annotations"][SETTINGS_KEY], "/srv/ds01/runtime.yaml");
+        spec["annotations"][SETTINGS_KEY] = "/home/mallory/evil.yaml".into();
+        ctx.settings_file = None;
+        Labels.apply(&mut spec, &ctx).unwrap();
+        assert!(spec["annotations"].get(SETTINGS_KEY).is_none(), "a user's own is dropped");
     }
 
     #[test]
@@ -101,6 +138,7 @@ mod tests {
             guard: &GuardInput::default(),
             limits: &ContainerCaps::default(),
             engine: Default::default(),
+            settings_file: None,
         };
         let mut spec = fixtures::docker();
         assert!(spec.get("annotations").is_none());

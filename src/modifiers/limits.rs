@@ -239,6 +239,7 @@ mod tests {
             guard: &GuardInput::default(),
             limits: c,
             engine: Default::default(),
+            settings_file: None,
         };
         Limits.apply(spec, &ctx)
     }

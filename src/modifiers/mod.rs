@@ -11,7 +11,7 @@ mod slice;
 pub use cdi::Cdi;
 pub use gpus::{is_nvidia_hook, GpuGrant, Gpus, Granted};
 pub use guard::{Guard, GuardInput};
-pub use labels::Labels;
+pub use labels::{Labels, SETTINGS_KEY};
 pub use limits::{Cap, ContainerCaps, Limits, DOCKER_DEFAULT_SHM};
 pub use slice::SlicePlacement;
 
@@ -38,6 +38,9 @@ pub struct Context<'a> {
     pub limits: &'a ContainerCaps,
     /// The engine's name for the container and its image, when the engine says.
     pub engine: Engine<'a>,
+    /// The settings file, when the shim was told it (flag or environment): recorded on the
+    /// container for the calls that are not told (Podman's cleanup `delete`).
+    pub settings_file: Option<&'a std::path::Path>,
 }
 
 /// What the engine calls the container (Docker's name and image), for the annotations.
@@ -107,6 +110,7 @@ pub(crate) fn with_test_context<T>(gpus: &GpuGrant, f: impl FnOnce(&Context) -> 
         guard: &guard,
         limits: &limits,
         engine: Engine::default(),
+        settings_file: None,
     })
 }
 

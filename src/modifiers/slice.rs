@@ -65,6 +65,7 @@ mod tests {
                     guard: &GuardInput::default(),
                     limits: &ContainerCaps::default(),
                     engine: Default::default(),
+                    settings_file: None,
                 };
                 let notes = SlicePlacement.apply(&mut spec, &ctx).unwrap();
                 let want = if systemd {
@@ -90,6 +91,7 @@ mod tests {
             guard: &GuardInput::default(),
             limits: &ContainerCaps::default(),
             engine: Default::default(),
+            settings_file: None,
         };
         let mut spec = serde_json::json!({"ociVersion": "1.0.2"});
         SlicePlacement.apply(&mut spec, &ctx).unwrap();
