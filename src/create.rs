@@ -135,7 +135,9 @@ pub fn plan_seen(
         container_id: r.container_id,
         owner: &owner,
         systemd_cgroup: r.systemd_cgroup,
-        scope_prefix: &s.scope_prefix,
+        scope_prefix: s.scope_prefix.as_deref().unwrap_or_else(|| {
+            crate::naming::engine_scope_prefix(r.original, r.container_id, r.docker.is_some())
+        }),
         gpus: &grant,
         guard: &guard,
         limits: &limits,

@@ -3,7 +3,10 @@
 
 use md5::{Digest, Md5};
 
+use serde_json::Value;
+
 use crate::error::{Error, Result};
+use crate::spec;
 
 /// The longest name kept whole; longer ones are cut and given a hash suffix.
 const MAX_NAME: usize = 32;
@@ -101,6 +104,31 @@ impl Placement {
     }
 }
 
+/// The prefix the engine itself gives its containers' scopes: `libpod` (Podman), `crio`
+/// (CRI-O), `cri-containerd` (containerd's CRI), `containerd` (ctr, nerdctl: containerd's own
+/// `/<namespace>/<id>` cgroup path), else `docker` (Docker, and runc called directly).
+pub fn engine_scope_prefix(spec: &Value, id: &str, docker: bool) -> &'static str {
+    let path = spec::get(spec, &["linux", "cgroupsPath"]).and_then(Value::as_str).unwrap_or("");
+    let containerd_own = path
+        .strip_prefix('/')
+        .and_then(|p| p.strip_suffix(id))
+        .and_then(|ns| ns.strip_suffix('/'))
+        .is_some_and(|ns| !ns.is_empty() && !ns.contains('/') && ns != "docker");
+    if docker {
+        "docker"
+    } else if spec::annotation(spec, "io.container.manager") == Some("libpod") {
+        "libpod"
+    } else if spec::annotation(spec, "io.kubernetes.cri-o.ContainerType").is_some() {
+        "crio"
+    } else if crate::kubernetes::of(spec).is_some() {
+        "cri-containerd"
+    } else if containerd_own {
+        "containerd"
+    } else {
+        "docker"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +190,24 @@ mod tests {
             u.cgroups_path(false, "docker", "x"),
             "/ds01.slice/ds01-unattributed.slice/docker-x.scope"
         );
+    }
+
+    #[test]
+    fn the_engines_own_scope_prefix() {
+        use crate::modifiers::fixtures;
+        use serde_json::json;
+        let docker_id = "ba78d9be3456711b8562d8ac4712aac05190757f63605f3adcdf7f6fd3d0b3ab";
+        assert_eq!(engine_scope_prefix(&fixtures::docker(), docker_id, false), "docker", "/docker/<id>");
+        assert_eq!(engine_scope_prefix(&json!({}), "c", true), "docker", "Docker's metadata");
+        assert_eq!(engine_scope_prefix(&json!({}), "c", false), "docker", "runc called directly");
+        assert_eq!(engine_scope_prefix(&fixtures::podman(), "c", false), "libpod");
+        let cri = json!({"annotations": {"io.kubernetes.cri.sandbox-namespace": "ml"}});
+        assert_eq!(engine_scope_prefix(&cri, "c", false), "cri-containerd");
+        let crio = json!({"annotations": {"io.kubernetes.pod.namespace": "ml",
+            "io.kubernetes.cri-o.ContainerType": "container"}});
+        assert_eq!(engine_scope_prefix(&crio, "c", false), "crio");
+        let ctr = json!({"linux": {"cgroupsPath": "/default/web"}});
+        assert_eq!(engine_scope_prefix(&ctr, "web", false), "containerd");
+        assert_eq!(engine_scope_prefix(&ctr, "other", false), "docker");
     }
 }

@@ -136,8 +136,9 @@ pub struct Settings {
     pub journal: bool,
     /// Docker's data root, where container metadata is read from.
     pub docker_root: PathBuf,
-    /// The scope prefix in cgroup paths (`docker-<id>.scope`, `slice:docker:<id>`).
-    pub scope_prefix: String,
+    /// The scope prefix in cgroup paths (`docker-<id>.scope`, `slice:docker:<id>`); when
+    /// unset, the engine's own (see [`crate::naming::engine_scope_prefix`]).
+    pub scope_prefix: Option<String>,
     /// Owner resolution.
     pub identity: IdentitySettings,
     /// GPU inventory and requests.
@@ -264,7 +265,7 @@ impl Default for Settings {
             audit_failure: AuditFailure::Allow,
             journal: true,
             docker_root: "/var/lib/docker".into(),
-            scope_prefix: "docker".into(),
+            scope_prefix: None,
             identity: IdentitySettings::default(),
             gpu: GpuSettings::default(),
             guard: GuardSettings::default(),

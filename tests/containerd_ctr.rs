@@ -269,7 +269,7 @@ fn ctr_run_lands_in_the_owners_slice_and_refusals_reach_ctr() {
         c.run(&["--rm", "--annotation", &format!("ds01.user={user}")], &id, &["cat", "/proc/self/cgroup"]);
     assert!(o.status.success(), "ctr run: {}\n{}", stderr(&o), c.log());
     let out = stdout(&o);
-    let want = format!("/ds01.slice/ds01-student.slice/ds01-student-{user}.slice/docker-{id}.scope");
+    let want = format!("/ds01.slice/ds01-student.slice/ds01-student-{user}.slice/containerd-{id}.scope");
     assert!(!out.trim().is_empty(), "no output: {}", stderr(&o));
     for l in out.lines() {
         assert!(l.ends_with(&format!(":{want}")), "{l}\n{out}");

@@ -184,7 +184,8 @@ fn an_unmapped_namespace_is_refused_and_slice_placement_is_a_setting() {
     assert_eq!(fs::read(b.join("config.json")).unwrap(), before, "bundle unchanged");
     assert!(node.allocations().is_empty(), "no GPU taken by a refused create");
 
-    // placement: slice puts the pod's containers in the owner's slice, with the owner's limits.
+    // placement: slice puts the pod's containers in the owner's slice, with the owner's limits,
+    // under the CRI's own scope name.
     let node = Node::new("k8s-slice", &format!("{VISION}  placement: slice\n"));
     let b = node.bundle("cri-containerd-container-config.json", "train", |_| {});
     let o = node.create(&b, "5b8c1d9e7f20");
@@ -192,7 +193,7 @@ fn an_unmapped_namespace_is_refused_and_slice_placement_is_a_setting() {
     let s = spec(&b);
     assert_eq!(
         s["linux"]["cgroupsPath"],
-        "/ds01.slice/ds01-researcher.slice/ds01-researcher-rita.slice/docker-5b8c1d9e7f20.scope"
+        "/ds01.slice/ds01-researcher.slice/ds01-researcher-rita.slice/cri-containerd-5b8c1d9e7f20.scope"
     );
     assert_eq!(s["annotations"]["ds01.slice"], "ds01-researcher-rita.slice");
 }

@@ -229,9 +229,9 @@ impl Drop for Podman {
     }
 }
 
-/// The owner's slice, as it appears in /proc/self/cgroup (cgroupfs driver, scope prefix docker).
+/// The owner's slice, as it appears in /proc/self/cgroup (cgroupfs driver, Podman's scope prefix libpod).
 fn slice_dir(group: &str, user: &str) -> String {
-    format!("/ds01.slice/ds01-{group}.slice/ds01-{group}-{user}.slice/docker-")
+    format!("/ds01.slice/ds01-{group}.slice/ds01-{group}-{user}.slice/libpod-")
 }
 
 /// The NVIDIA nodes in `ls /dev` output, sorted.
@@ -317,7 +317,7 @@ fn podman_run_lands_in_the_owners_slice_and_refusals_reach_podman() {
         .expect("config.json parses");
     assert_eq!(
         spec["linux"]["cgroupsPath"],
-        format!("/ds01.slice/ds01-student.slice/ds01-student-{user}.slice/docker-{id}.scope")
+        format!("/ds01.slice/ds01-student.slice/ds01-student-{user}.slice/libpod-{id}.scope")
     );
     assert_eq!(spec["annotations"]["ds01.user"], user.as_str());
     assert_eq!(spec["annotations"]["ds01.identity-source"], "annotation");
