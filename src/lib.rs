@@ -29,6 +29,7 @@ pub mod passthrough;
 pub mod policy;
 pub mod runtime_log;
 pub mod settings;
+pub mod shim_alloc;
 pub mod slices;
 pub mod spec;
 pub mod users;

@@ -35,9 +35,7 @@ pub fn spawn_followup(inv: &Invocation, args: &[OsString], settings: &Located) {
         detach();
         // Below the call it follows and the engine's next steps: this child only runs on a CPU
         // nobody else wants (the GPU lock, if it needs it, lifts it back to normal).
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: plain syscall on our own process.
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        crate::gpu::store::set_policy(libc::SCHED_IDLE);
         // Only runc's state file is read before the wait (runc deletes it); the rest waits.
         let id = inv.container_id.as_deref().unwrap_or_default();
         let raw = std::fs::read(Path::new(&runc_root(inv)).join(id).join("state.json"));

@@ -86,15 +86,24 @@ struct Nice {
     policy: Option<i32>,
 }
 
+/// Moves this process to scheduling `policy` (priority 0, the only one the non-real-time
+/// policies take); true when it did.
+pub(crate) fn set_policy(policy: i32) -> bool {
+    // SAFETY: sched_param is a plain C struct of integers (more of them on musl); all zero is
+    // priority 0.
+    let param: libc::sched_param = unsafe { std::mem::zeroed() };
+    // SAFETY: plain syscall on our own process.
+    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
+}
+
 impl Nice {
     fn raise_to(nice: i32) -> Nice {
-        let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: plain syscalls on our own process. getpriority's -1 is ambiguous with an
         // error, so errno is cleared first.
         unsafe {
             let was = libc::sched_getscheduler(0);
             let policy = (was == libc::SCHED_IDLE || was == libc::SCHED_BATCH)
-                .then(|| libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) == 0)
+                .then(|| set_policy(libc::SCHED_OTHER))
                 .filter(|ok| *ok)
                 .map(|_| was);
             *libc::__errno_location() = 0;
@@ -118,8 +127,7 @@ impl Drop for Nice {
                 libc::setpriority(libc::PRIO_PROCESS, 0, before);
             }
             if let Some(policy) = self.policy {
-                let param = libc::sched_param { sched_priority: 0 };
-                libc::sched_setscheduler(0, policy, &param);
+                set_policy(policy);
             }
         }
     }

@@ -99,8 +99,7 @@ impl fmt::Display for Size {
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = NumOrStr::deserialize(d)?;
-        let s = raw.text();
+        let s = NumOrStr::text(d)?;
         Size::parse(&s)
             .ok_or_else(|| de::Error::custom(format!("invalid size {s:?} (expected e.g. 32g, 512m, 96G)")))
     }
@@ -130,7 +129,7 @@ impl fmt::Display for Percent {
 
 impl<'de> Deserialize<'de> for Percent {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = NumOrStr::deserialize(d)?.text();
+        let s = NumOrStr::text(d)?;
         let t = s.trim();
         let n: Option<f64> = t.strip_suffix('%').unwrap_or(t).trim().parse().ok();
         match n {
@@ -180,28 +179,47 @@ impl fmt::Display for Duration {
 
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = NumOrStr::deserialize(d)?.text();
+        let s = NumOrStr::text(d)?;
         Duration::parse(&s)
             .ok_or_else(|| de::Error::custom(format!("invalid duration {s:?} (expected e.g. 0.25h, 15m)")))
     }
 }
 
-/// A YAML scalar written either as a number or a string.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumOrStr {
-    U(u64),
-    F(f64),
-    S(String),
-}
+/// A YAML scalar written either as a number or a string, as text. A visitor, not an untagged
+/// enum: that one buffers the value and builds an error message for every variant it tries.
+struct NumOrStr;
 
 impl NumOrStr {
-    fn text(&self) -> String {
-        match self {
-            NumOrStr::U(n) => n.to_string(),
-            NumOrStr::F(n) => n.to_string(),
-            NumOrStr::S(s) => s.clone(),
-        }
+    fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        d.deserialize_any(NumOrStr)
+    }
+}
+
+impl de::Visitor<'_> for NumOrStr {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number or a string")
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<String, E> {
+        Ok(n.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<String, E> {
+        Ok(n.to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<String, E> {
+        Ok(n.to_string())
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<String, E> {
+        Ok(s.to_owned())
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<String, E> {
+        Ok(s)
     }
 }
 
