@@ -83,3 +83,44 @@ fn the_shim_is_built_against_musl() {
     }
     assert!(!glibc, "the shim carries glibc's start-up; is .cargo/config.toml's rustc-wrapper in use?");
 }
+
+/// The follow-up child of a lifecycle call (here `kill`) waits for runc at SCHED_IDLE, so it
+/// never takes a CPU from the engine: set by the raw system call, since musl's
+/// `sched_setscheduler` is a stub that always fails.
+#[test]
+fn the_followup_child_waits_at_idle_priority() {
+    let tmp = TempDir::new("idle");
+    let slow = tmp.path().join("slow-runc");
+    std::fs::write(&slow, "#!/bin/sh\nsleep 2\n").unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let settings = tmp.path().join("runtime.yaml");
+    std::fs::write(
+        &settings,
+        format!("low_level_runtime: {}\nstate_dir: state\naudit_log: log/events.jsonl\n", slow.display()),
+    )
+    .unwrap();
+    let root = tmp.path().join("root");
+    let mut call = std::process::Command::new(shim())
+        .env("DS01_RUNTIME_CONFIG", &settings)
+        .args(["--root", &root.to_string_lossy(), "kill", "idle-test", "KILL"])
+        .spawn()
+        .unwrap();
+    let parent = call.id().to_string();
+    // /proc/<pid>/stat: the fields after the command's closing parenthesis start at field 3;
+    // field 4 is the parent, field 41 the scheduling policy.
+    let stat = |pid: &str| -> Option<Vec<String>> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        Some(s.rsplit_once(") ")?.1.split_whitespace().map(str::to_owned).collect())
+    };
+    const SCHED_IDLE: &str = "5";
+    let mut seen = None;
+    let idle = wait_for(2, || {
+        seen = std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let f = stat(&e.file_name().to_string_lossy())?;
+            (f.get(1)? == &parent).then(|| f.get(38).cloned()).flatten()
+        });
+        (seen.as_deref() == Some(SCHED_IDLE)).then_some(())
+    });
+    let _ = call.wait();
+    assert!(idle.is_some(), "the follow-up child's scheduling policy: {seen:?} (5 is SCHED_IDLE)");
+}

@@ -87,13 +87,20 @@ struct Nice {
 }
 
 /// Moves this process to scheduling `policy` (priority 0, the only one the non-real-time
-/// policies take); true when it did.
+/// policies take); true when it did. The raw system call: musl's `sched_setscheduler` is a stub
+/// that always fails (POSIX means the process, Linux the thread).
 pub(crate) fn set_policy(policy: i32) -> bool {
     // SAFETY: sched_param is a plain C struct of integers (more of them on musl); all zero is
     // priority 0.
     let param: libc::sched_param = unsafe { std::mem::zeroed() };
+    // SAFETY: plain syscall on our own (single-threaded) process, with a valid sched_param.
+    unsafe { libc::syscall(libc::SYS_sched_setscheduler, 0, policy, &param as *const libc::sched_param) == 0 }
+}
+
+/// This process's scheduling policy (raw system call, as for [`set_policy`]), -1 on error.
+fn policy() -> i32 {
     // SAFETY: plain syscall on our own process.
-    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
+    unsafe { libc::syscall(libc::SYS_sched_getscheduler, 0) as i32 }
 }
 
 impl Nice {
@@ -101,7 +108,7 @@ impl Nice {
         // SAFETY: plain syscalls on our own process. getpriority's -1 is ambiguous with an
         // error, so errno is cleared first.
         unsafe {
-            let was = libc::sched_getscheduler(0);
+            let was = policy();
             let policy = (was == libc::SCHED_IDLE || was == libc::SCHED_BATCH)
                 .then(|| set_policy(libc::SCHED_OTHER))
                 .filter(|ok| *ok)
