@@ -103,27 +103,17 @@ mod tests {
 
     #[test]
     fn the_settings_file_is_recorded_only_when_the_shim_names_it() {
-        let owner = Owner { user: None, group: None, source: None, placement: Placement::unattributed() };
         let file = std::path::Path::new("/srv/ds01/runtime.yaml");
-        let mut ctx = Context {
-            container_id: "c",
-            owner: &owner,
-            systemd_cgroup: false,
-            scope_prefix: "docker",
-            gpus: &GpuGrant::default(),
-            guard: &GuardInput::default(),
-            limits: &ContainerCaps::default(),
-            engine: Default::default(),
-            settings_file: Some(file),
-        };
-        let mut spec = fixtures::podman();
-        spec["annotations"][SETTINGS_KEY] = "/home/mallory/evil.yaml".into();
-        Labels.apply(&mut spec, &ctx).unwrap();
-        assert_eq!(spec["annotations"][SETTINGS_KEY], "/srv/ds01/runtime.yaml");
-        spec["annotations"][SETTINGS_KEY] = "/home/mallory/evil.yaml".into();
-        ctx.settings_file = None;
-        Labels.apply(&mut spec, &ctx).unwrap();
-        assert!(spec["annotations"].get(SETTINGS_KEY).is_none(), "a user's own is dropped");
+        crate::modifiers::with_test_context(&GpuGrant::default(), |base| {
+            let named = Context { settings_file: Some(file), ..*base };
+            let mut spec = fixtures::podman();
+            spec["annotations"][SETTINGS_KEY] = "/home/mallory/evil.yaml".into();
+            Labels.apply(&mut spec, &named).unwrap();
+            assert_eq!(spec["annotations"][SETTINGS_KEY], "/srv/ds01/runtime.yaml");
+            spec["annotations"][SETTINGS_KEY] = "/home/mallory/evil.yaml".into();
+            Labels.apply(&mut spec, base).unwrap();
+            assert!(spec["annotations"].get(SETTINGS_KEY).is_none(), "a user's own is dropped");
+        });
     }
 
     #[test]
