@@ -341,7 +341,7 @@ fn main() {
         let same = same_placement(&fs::read_to_string(&log).unwrap_or_default());
         run(&plain);
         run(&same);
-        let dn = if quick { 3 } else { 60 };
+        let dn = if quick { 3 } else { 200 };
         let t = alternate(dn, 3, |k| run([&ds01[..], &plain[..], &same[..]][k]));
         rows.push(Row::new("`docker run --rm`, `--runtime ds01` vs `--runtime runc`", &t[0], &t[1]));
         rows.push(Row::new(
