@@ -91,7 +91,7 @@ fn the_shim_is_built_against_musl() {
 fn the_followup_child_waits_at_idle_priority() {
     let tmp = TempDir::new("idle");
     let slow = tmp.path().join("slow-runc");
-    std::fs::write(&slow, "#!/bin/sh\nsleep 2\n").unwrap();
+    std::fs::write(&slow, "#!/bin/sh\nexec sleep 2\n").unwrap();
     std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let settings = tmp.path().join("runtime.yaml");
     std::fs::write(
@@ -106,19 +106,22 @@ fn the_followup_child_waits_at_idle_priority() {
         .spawn()
         .unwrap();
     let parent = call.id().to_string();
-    // /proc/<pid>/stat: the fields after the command's closing parenthesis start at field 3;
-    // field 4 is the parent, field 41 the scheduling policy.
+    // /proc/<pid>/stat: `pid (comm) state ppid …`; the fields after the command's closing
+    // parenthesis start at field 3; field 4 is the parent, field 41 the scheduling policy.
+    // The follow-up is the shim's child still named ds01-runtime.
     let stat = |pid: &str| -> Option<Vec<String>> {
         let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        Some(s.rsplit_once(") ")?.1.split_whitespace().map(str::to_owned).collect())
+        let (head, rest) = s.rsplit_once(") ")?;
+        head.ends_with("(ds01-runtime").then(|| rest.split_whitespace().map(str::to_owned).collect())
     };
     const SCHED_IDLE: &str = "5";
     let mut seen = None;
     let idle = wait_for(2, || {
-        seen = std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let found = std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
             let f = stat(&e.file_name().to_string_lossy())?;
             (f.get(1)? == &parent).then(|| f.get(38).cloned()).flatten()
         });
+        seen = found.or(seen.take());
         (seen.as_deref() == Some(SCHED_IDLE)).then_some(())
     });
     let _ = call.wait();
