@@ -7,6 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The shim is built for musl when that target is there (.cargo/link-shim-static says why).
-if command -v rustup >/dev/null; then rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 || true; fi
+if command -v rustup >/dev/null; then rustup target add "$(uname -m)-unknown-linux-musl" >/dev/null 2>&1 || true; fi
 cargo build --release --quiet
 exec target/release/ds01ctl install --from target/release "$@"

@@ -20,7 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 echo "== building ds01-runtime"
 # The shim is built for musl when that target is there (.cargo/link-shim-static says why).
-if command -v rustup >/dev/null; then rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 || true; fi
+if command -v rustup >/dev/null; then rustup target add "$(uname -m)-unknown-linux-musl" >/dev/null 2>&1 || true; fi
 cargo build --release --quiet
 SHIM=$PWD/target/release/ds01-runtime
 

@@ -30,15 +30,16 @@ pub fn needs_followup(inv: &Invocation, args: &[OsString]) -> bool {
 /// Forks the follow-up child; the caller (the parent) goes on to exec runc at once.
 pub fn spawn_followup(inv: &Invocation, args: &[OsString], settings: &Located) {
     let runtime_pid = std::process::id() as i32;
+    // runc's state file is read here, before runc runs (its delete removes it): in the child
+    // it would race runc, and lose whenever the CPUs are busy. Only the bytes; the rest waits.
+    let id = inv.container_id.as_deref().unwrap_or_default();
+    let raw = std::fs::read(Path::new(&runc_root(inv)).join(id).join("state.json"));
     // SAFETY: single-threaded process; the child only runs our own code and exits.
     if unsafe { libc::fork() } == 0 {
         detach();
         // Below the call it follows and the engine's next steps: this child only runs on a CPU
         // nobody else wants (the GPU lock, if it needs it, lifts it back to normal).
         crate::gpu::store::set_policy(libc::SCHED_IDLE);
-        // Only runc's state file is read before the wait (runc deletes it); the rest waits.
-        let id = inv.container_id.as_deref().unwrap_or_default();
-        let raw = std::fs::read(Path::new(&runc_root(inv)).join(id).join("state.json"));
         wait_for_exit(runtime_pid);
         let before = raw.as_deref().map(Snapshot::parse).unwrap_or_default();
         if let Ok(s) = Settings::load(&recorded_settings(settings, &before)) {
@@ -89,18 +90,31 @@ fn wait_for_exit(pid: i32) {
 }
 
 /// The settings file for a call that was not told one (Podman's cleanup `delete` gets neither
-/// its runtime flags nor an environment): the one the create recorded, if root owns it and
-/// only root may write it.
+/// its runtime flags nor an environment): the one the create recorded, if it is named once and
+/// only root can change it or where it points.
 fn recorded_settings(located: &Located, before: &Snapshot) -> Located {
-    use std::os::unix::fs::MetadataExt;
-    let recorded =
-        (!located.explicit).then(|| before.get(SETTINGS_KEY)).flatten().map(std::path::PathBuf::from).filter(
-            |p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0),
-        );
+    let recorded = (!located.explicit)
+        .then(|| before.get(SETTINGS_KEY))
+        .flatten()
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .filter(|p| root_only(p));
     match recorded {
         Some(path) => Located { path, explicit: true },
         None => located.clone(),
     }
+}
+
+/// A regular file (symlinks resolved) that root owns and only root may write, in folders
+/// that root owns and nobody else may change (writable by others only with the sticky bit,
+/// as /tmp).
+fn root_only(file: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let ok = |m: &std::fs::Metadata, dir: bool| {
+        let shared = m.mode() & 0o022 != 0;
+        m.uid() == 0 && (!shared || (dir && m.mode() & 0o1000 != 0))
+    };
+    std::fs::metadata(file).is_ok_and(|m| m.is_file() && ok(&m, false))
+        && file.ancestors().skip(1).all(|d| std::fs::metadata(d).is_ok_and(|m| ok(&m, true)))
 }
 
 /// What runc's own state said about the container before the call: whether runc knew it, and
@@ -125,8 +139,14 @@ impl Snapshot {
         Snapshot { existed: true, labels }
     }
 
+    /// The value of label `k`; none when it is absent or given twice (a key with `=` in it
+    /// would read as a second one).
     fn get(&self, k: &str) -> Option<String> {
-        self.labels.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
+        let mut found = self.labels.iter().filter(|(key, _)| key == k);
+        match (found.next(), found.next()) {
+            (Some((_, v)), None) => Some(v.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -218,4 +238,52 @@ fn release(settings: &Settings, id: &str) -> String {
         Ok((lines, had))
     });
     res.map(|(l, _)| l).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_label_given_twice_is_not_believed() {
+        let state =
+            br#"{"config":{"labels":["bundle=/b","ds01.user=ann","ds01.settings=/etc/ds01/r.yaml"]}}"#;
+        let s = Snapshot::parse(state);
+        assert!(s.existed);
+        assert_eq!(s.get("ds01.user").as_deref(), Some("ann"));
+        assert_eq!(s.get(SETTINGS_KEY).as_deref(), Some("/etc/ds01/r.yaml"));
+        let twice =
+            br#"{"config":{"labels":["ds01.settings=/etc/ds01/r.yaml","ds01.settings=/home/m/x.yaml"]}}"#;
+        assert_eq!(Snapshot::parse(twice).get(SETTINGS_KEY), None);
+        assert!(!Snapshot::default().existed, "no state file: runc did not know the container");
+    }
+
+    #[test]
+    fn only_files_that_only_root_can_change_are_trusted() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root (files owned by root)");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("ds01-root-only-{}", std::process::id()));
+        let sub = dir.join("etc");
+        std::fs::create_dir_all(&sub).unwrap();
+        let set =
+            |p: &Path, mode: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        set(&dir, 0o755);
+        set(&sub, 0o755);
+        let f = sub.join("runtime.yaml");
+        std::fs::write(&f, "").unwrap();
+        set(&f, 0o644);
+        assert!(root_only(&f), "root's file in root's folders (under the sticky /tmp)");
+        set(&f, 0o664);
+        assert!(!root_only(&f), "group-writable file");
+        set(&f, 0o644);
+        set(&sub, 0o777);
+        assert!(!root_only(&f), "a folder anyone may change");
+        set(&sub, 0o1777);
+        assert!(root_only(&f), "sticky, as /tmp");
+        assert!(!root_only(&sub), "not a regular file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

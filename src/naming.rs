@@ -104,11 +104,17 @@ impl Placement {
     }
 }
 
-/// The prefix the engine itself gives its containers' scopes: `libpod` (Podman), `crio`
-/// (CRI-O), `cri-containerd` (containerd's CRI), `containerd` (ctr, nerdctl: containerd's own
-/// `/<namespace>/<id>` cgroup path), else `docker` (Docker, and runc called directly).
-pub fn engine_scope_prefix(spec: &Value, id: &str, docker: bool) -> &'static str {
+/// The prefix the engine itself gives its containers' scopes: the one in a systemd-form
+/// cgroup path (`slice:prefix:id`), else `libpod` (Podman), `crio` (CRI-O), `cri-containerd`
+/// (containerd's CRI), `containerd` (ctr, nerdctl: containerd's own `/<namespace>/<id>` path),
+/// else `docker` (Docker, and runc called directly).
+pub fn engine_scope_prefix<'a>(spec: &'a Value, id: &str, docker: bool) -> &'a str {
     let path = spec::get(spec, &["linux", "cgroupsPath"]).and_then(Value::as_str).unwrap_or("");
+    if let [_, prefix, _] = path.split(':').collect::<Vec<_>>()[..] {
+        if !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return prefix;
+        }
+    }
     let containerd_own = path
         .strip_prefix('/')
         .and_then(|p| p.strip_suffix(id))
@@ -209,5 +215,7 @@ mod tests {
         let ctr = json!({"linux": {"cgroupsPath": "/default/web"}});
         assert_eq!(engine_scope_prefix(&ctr, "web", false), "containerd");
         assert_eq!(engine_scope_prefix(&ctr, "other", false), "docker");
+        let nerdctl = json!({"linux": {"cgroupsPath": "system.slice:nerdctl:web"}});
+        assert_eq!(engine_scope_prefix(&nerdctl, "web", false), "nerdctl", "the systemd form says");
     }
 }

@@ -124,8 +124,14 @@ unsafe impl<const N: usize> GlobalAlloc for Arena<N> {
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: the caller guarantees `new_size` with `l.align()` is a valid layout.
         let new = unsafe { Layout::from_size_align_unchecked(new_size, l.align()) };
-        if self.owns(p) && class(l) == class(new) {
+        let ours = self.owns(p);
+        if ours && class(l) == class(new) {
             return p;
+        }
+        if !ours && class(new).is_none() {
+            // System's block staying System's (too big or too aligned for a class).
+            // SAFETY: forwarded as given.
+            return unsafe { System.realloc(p, l, new_size) };
         }
         // SAFETY: GlobalAlloc's contract, forwarded.
         unsafe {
@@ -178,15 +184,22 @@ mod tests {
             let g = a.realloc(y, layout(32, 8), 200);
             assert_ne!(g, y);
             assert_eq!(*g.add(23), 0xbb, "contents kept");
-            // Beyond the arena: the system allocator, freed back to it.
-            let big = a.alloc(layout(60 * 1024, 8));
-            assert!(!big.is_null());
-            let more = a.alloc(layout(60 * 1024, 8));
-            assert!(!more.is_null() && !a.owns(more), "arena full: system memory");
-            a.dealloc(more, layout(60 * 1024, 8));
+            // Arena full: the system allocator, freed back to it.
+            let blocks: Vec<*mut u8> = (0..4).map(|_| a.alloc(layout(16 * 1024, 8))).collect();
+            assert!(blocks.iter().filter(|b| a.owns(**b)).count() >= 2, "some fit");
+            let outside: Vec<&*mut u8> = blocks.iter().filter(|b| !a.owns(**b)).collect();
+            assert!(!outside.is_empty(), "the 64 KiB arena is full by then");
+            for b in &blocks {
+                assert!(!b.is_null());
+                a.dealloc(*b, layout(16 * 1024, 8));
+            }
+            // Too big for a class: the system's, grown in place there.
             let huge = a.alloc(layout(2 << 20, 8));
             assert!(!huge.is_null() && !a.owns(huge));
-            a.dealloc(huge, layout(2 << 20, 8));
+            huge.write_bytes(0x5a, 16);
+            let grown = a.realloc(huge, layout(2 << 20, 8), 3 << 20);
+            assert!(!a.owns(grown) && *grown.add(15) == 0x5a);
+            a.dealloc(grown, layout(3 << 20, 8));
         }
     }
 }

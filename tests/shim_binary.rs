@@ -70,15 +70,14 @@ fn the_shim_is_built_against_musl() {
     let bin = std::fs::read(shim()).unwrap();
     let glibc = contains(&bin, b"GLIBC_TUNABLES");
     let sysroot = std::process::Command::new("rustc").args(["--print", "sysroot"]).output();
+    let triple = format!("{}-unknown-linux-musl", std::env::consts::ARCH);
     let musl = sysroot.is_ok_and(|o| {
         std::path::Path::new(String::from_utf8_lossy(&o.stdout).trim())
-            .join("lib/rustlib/x86_64-unknown-linux-musl")
+            .join("lib/rustlib")
+            .join(&triple)
             .is_dir()
     });
-    if !require(
-        musl,
-        "needs the x86_64-unknown-linux-musl target (rustup target add x86_64-unknown-linux-musl)",
-    ) {
+    if !require(musl, &format!("needs the {triple} target (rustup target add {triple})")) {
         return;
     }
     assert!(!glibc, "the shim carries glibc's start-up; is .cargo/config.toml's rustc-wrapper in use?");

@@ -23,6 +23,9 @@ impl SpecModifier for Labels {
         let owner = ctx.owner;
         let pod = crate::kubernetes::of(spec);
         let ann = spec::object_mut(spec, &["annotations"])?;
+        // runc keeps annotations as `key=value` labels: a key like `ds01.user=x` would read as
+        // a second ds01.user there.
+        ann.retain(|k, _| !(k.starts_with("ds01.") && k.contains('=')));
         let mut set = |k: &str, v: &str| {
             ann.insert(k.to_owned(), Value::String(v.to_owned()));
         };
@@ -111,8 +114,11 @@ mod tests {
             Labels.apply(&mut spec, &named).unwrap();
             assert_eq!(spec["annotations"][SETTINGS_KEY], "/srv/ds01/runtime.yaml");
             spec["annotations"][SETTINGS_KEY] = "/home/mallory/evil.yaml".into();
+            spec["annotations"]["ds01.settings=/home/mallory/evil.yaml"] = "".into();
             Labels.apply(&mut spec, base).unwrap();
             assert!(spec["annotations"].get(SETTINGS_KEY).is_none(), "a user's own is dropped");
+            let keys: Vec<&String> = spec["annotations"].as_object().unwrap().keys().collect();
+            assert!(keys.iter().all(|k| !k.contains('=')), "no key that reads as a label: {keys:?}");
         });
     }
 
