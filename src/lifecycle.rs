@@ -34,6 +34,11 @@ pub fn spawn_followup(inv: &Invocation, args: &[OsString], settings: &Located) {
     // it would race runc, and lose whenever the CPUs are busy. Only the bytes; the rest waits.
     let id = inv.container_id.as_deref().unwrap_or_default();
     let raw = std::fs::read(Path::new(&runc_root(inv)).join(id).join("state.json"));
+    // A delete of a container runc does not know (containerd's shim deletes twice) does
+    // nothing, so there is nothing to record: no child.
+    if raw.is_err() && inv.command(args).is_some_and(|c| c == "delete") {
+        return;
+    }
     // SAFETY: single-threaded process; the child only runs our own code and exits.
     if unsafe { libc::fork() } == 0 {
         detach();
