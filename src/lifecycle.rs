@@ -122,11 +122,10 @@ fn root_only(file: &Path) -> bool {
         && file.ancestors().skip(1).all(|d| std::fs::metadata(d).is_ok_and(|m| ok(&m, true)))
 }
 
-/// What runc's own state said about the container before the call: whether runc knew it, and
-/// the ds01.* annotations the create left (runc keeps them as labels in `<root>/<id>/state.json`).
+/// What runc's own state said about the container before the call: the ds01.* annotations
+/// the create left (runc keeps them as labels in `<root>/<id>/state.json`).
 #[derive(Default)]
 struct Snapshot {
-    existed: bool,
     labels: Vec<(String, String)>,
 }
 
@@ -141,7 +140,7 @@ impl Snapshot {
             .filter_map(|l| l.as_str()?.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
             .filter(|(k, _)| k.starts_with("ds01."))
             .collect();
-        Snapshot { existed: true, labels }
+        Snapshot { labels }
     }
 
     /// The value of label `k`; none when it is absent or given twice (a key with `=` in it
@@ -162,11 +161,6 @@ fn followup(inv: &Invocation, args: &[OsString], settings: &Settings, before: Sn
     else {
         return;
     };
-    // A delete of a container runc no longer knew (containerd's shim deletes twice) did
-    // nothing: the first one was recorded.
-    if kind == Kind::Delete && !before.existed {
-        return;
-    }
     let root = runc_root(inv);
     let exists = std::path::Path::new(&root).join(id).join("state.json").exists();
     let outcome = match kind {
@@ -255,13 +249,11 @@ mod tests {
         let state =
             br#"{"config":{"labels":["bundle=/b","ds01.user=ann","ds01.settings=/etc/ds01/r.yaml"]}}"#;
         let s = Snapshot::parse(state);
-        assert!(s.existed);
         assert_eq!(s.get("ds01.user").as_deref(), Some("ann"));
         assert_eq!(s.get(SETTINGS_KEY).as_deref(), Some("/etc/ds01/r.yaml"));
         let twice =
             br#"{"config":{"labels":["ds01.settings=/etc/ds01/r.yaml","ds01.settings=/home/m/x.yaml"]}}"#;
         assert_eq!(Snapshot::parse(twice).get(SETTINGS_KEY), None);
-        assert!(!Snapshot::default().existed, "no state file: runc did not know the container");
     }
 
     #[test]
