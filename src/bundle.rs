@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{Context, Error, Result};
+use crate::opaque;
 
 /// A loaded config.json: its path, its document, and the file's mode and owner.
 #[derive(Debug)]
@@ -17,8 +18,10 @@ pub struct Bundle {
     pub dir: PathBuf,
     /// `<dir>/config.json`.
     pub config_path: PathBuf,
-    /// The document, keys in their original order.
+    /// The document, keys in their original order; the parts no step reads ([`opaque::CARRIED`])
+    /// are `null` here and written back from their original bytes.
     pub spec: Value,
+    carried: Vec<opaque::Part>,
     mode: u32,
     uid: u32,
     gid: u32,
@@ -29,9 +32,9 @@ impl Bundle {
     pub fn load(dir: &Path) -> Result<Bundle> {
         let config_path = dir.join("config.json");
         let shown = config_path.display();
-        let meta = fs::metadata(&config_path).context(format!("cannot read bundle config {shown}"))?;
-        let bytes = fs::read(&config_path).context(format!("cannot read bundle config {shown}"))?;
-        let spec: Value = serde_json::from_slice(&bytes)
+        let meta = fs::metadata(&config_path).context(format_args!("cannot read bundle config {shown}"))?;
+        let bytes = fs::read(&config_path).context(format_args!("cannot read bundle config {shown}"))?;
+        let (spec, carried) = opaque::parse(&bytes)
             .map_err(|e| Error::failed(format!("malformed bundle config {shown}: {e}")))?;
         if !spec.is_object() {
             return Err(Error::failed(format!("malformed bundle config {shown}: not a JSON object")));
@@ -40,6 +43,7 @@ impl Bundle {
             dir: dir.to_path_buf(),
             config_path,
             spec,
+            carried,
             mode: meta.permissions().mode() & 0o7777,
             uid: meta.uid(),
             gid: meta.gid(),
@@ -53,7 +57,8 @@ impl Bundle {
     /// bundle does not outlive a crash of the host (the engine writes it again for the next
     /// start), while an fsync on a disk-backed bundle (Podman's) costs milliseconds a create.
     pub fn write(&self, spec: &Value) -> Result<()> {
-        let bytes = serde_json::to_vec(spec).context("cannot serialize config.json")?;
+        let bytes = serde_json::to_vec(&opaque::Spliced { value: spec, parts: &self.carried })
+            .context("cannot serialize config.json")?;
         replace(&self.config_path, &bytes, self.mode, Some((self.uid, self.gid)), false)
     }
 }
@@ -74,22 +79,22 @@ fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>, dura
             .create_new(true)
             .mode(mode)
             .open(&tmp)
-            .context(format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes).context(format!("cannot write {}", tmp.display()))?;
+            .context(format_args!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes).context(format_args!("cannot write {}", tmp.display()))?;
         // The umask may have narrowed the mode given to open().
         f.set_permissions(fs::Permissions::from_mode(mode))
-            .context(format!("cannot chmod {}", tmp.display()))?;
+            .context(format_args!("cannot chmod {}", tmp.display()))?;
         if let Some((uid, gid)) = owner {
             // Keeping the owner matters only when it differs; failing that is not fatal for root-owned bundles.
             if uid != nix::unistd::geteuid().as_raw() || gid != nix::unistd::getegid().as_raw() {
                 std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
-                    .context(format!("cannot chown {}", tmp.display()))?;
+                    .context(format_args!("cannot chown {}", tmp.display()))?;
             }
         }
         if durable {
-            f.sync_all().context(format!("cannot fsync {}", tmp.display()))?;
+            f.sync_all().context(format_args!("cannot fsync {}", tmp.display()))?;
         }
-        fs::rename(&tmp, path).context(format!("cannot replace {}", path.display()))?;
+        fs::rename(&tmp, path).context(format_args!("cannot replace {}", path.display()))?;
         Ok(())
     })();
     if result.is_err() {

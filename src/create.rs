@@ -104,6 +104,59 @@ pub fn plan_seen(
     seen: &mut Seen,
     admin: bool,
 ) -> Result<Plan> {
+    let d = decide(r, inventory, allocate, seen, admin)?;
+    let mut spec = r.original.clone();
+    let notes = d.apply(&mut spec)?;
+    Ok(d.into_plan(spec, notes))
+}
+
+/// Everything the modifiers are given, decided from the spec as loaded. It owns what it holds,
+/// so that the create can then patch that same document in place instead of a copy.
+pub struct Decision {
+    owner: Owner,
+    units: Vec<Unit>,
+    grant: GpuGrant,
+    guard: GuardInput,
+    limits: ContainerCaps,
+    container_id: String,
+    systemd_cgroup: bool,
+    scope_prefix: String,
+    engine_name: Option<String>,
+    engine_image: Option<String>,
+    settings_file: Option<PathBuf>,
+}
+
+impl Decision {
+    /// Runs the modifiers over `spec`; gives what changed and why.
+    pub fn apply(&self, spec: &mut Value) -> Result<Vec<Note>> {
+        let ctx = Context {
+            container_id: &self.container_id,
+            owner: &self.owner,
+            systemd_cgroup: self.systemd_cgroup,
+            scope_prefix: &self.scope_prefix,
+            gpus: &self.grant,
+            guard: &self.guard,
+            limits: &self.limits,
+            engine: Engine { name: self.engine_name.as_deref(), image: self.engine_image.as_deref() },
+            settings_file: self.settings_file.as_deref(),
+        };
+        modifiers::apply_all(&modifiers::pipeline(), spec, &ctx)
+    }
+
+    /// The plan: `spec` as [`Decision::apply`] left it.
+    pub fn into_plan(self, spec: Value, notes: Vec<Note>) -> Plan {
+        Plan { spec, owner: self.owner, notes, gpus: self.units.into_iter().map(|u| u.uuid).collect() }
+    }
+}
+
+/// Identity resolution and the GPU decision: everything before the modifiers.
+pub fn decide(
+    r: &CreateInput,
+    inventory: &[Gpu],
+    allocate: &mut Allocator,
+    seen: &mut Seen,
+    admin: bool,
+) -> Result<Decision> {
     let s = r.settings;
     let clues =
         Clues { spec: r.original, engine: r.docker.map(|d| &d.engine), kubernetes: Some(&s.kubernetes) };
@@ -131,25 +184,23 @@ pub fn plan_seen(
     let grant = grant(&s.gpu, inventory, &units, toolkit_chained(r))?;
     let guard = guard_input(r, &owner);
     let limits = caps(r.policy, &owner, r.docker);
-    let ctx = Context {
-        container_id: r.container_id,
-        owner: &owner,
-        systemd_cgroup: r.systemd_cgroup,
-        scope_prefix: s.scope_prefix.as_deref().unwrap_or_else(|| {
-            crate::naming::engine_scope_prefix(r.original, r.container_id, r.docker.is_some())
-        }),
-        gpus: &grant,
-        guard: &guard,
-        limits: &limits,
-        engine: Engine {
-            name: r.docker.and_then(|d| d.engine.name.as_deref()),
-            image: r.docker.and_then(|d| d.engine.image.as_deref()),
-        },
-        settings_file: s.named_file.as_deref(),
+    let scope_prefix = match s.scope_prefix.as_deref() {
+        Some(p) => p.to_owned(),
+        None => crate::naming::engine_scope_prefix(r.original, r.container_id, r.docker.is_some()).to_owned(),
     };
-    let mut spec = r.original.clone();
-    let notes = modifiers::apply_all(&modifiers::pipeline(), &mut spec, &ctx)?;
-    Ok(Plan { spec, owner, notes, gpus: units.into_iter().map(|u| u.uuid).collect() })
+    Ok(Decision {
+        owner,
+        units,
+        grant,
+        guard,
+        limits,
+        container_id: r.container_id.to_owned(),
+        systemd_cgroup: r.systemd_cgroup,
+        scope_prefix,
+        engine_name: r.docker.and_then(|d| d.engine.name.clone()),
+        engine_image: r.docker.and_then(|d| d.engine.image.clone()),
+        settings_file: s.named_file.clone(),
+    })
 }
 
 /// What GPUs the container asks for, and who asked: for a Kubernetes container only what the
@@ -453,7 +504,7 @@ fn guard_input(r: &CreateInput, owner: &Owner) -> GuardInput {
         PathBuf::from("/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes"),
     ];
     let mut own_userdata = None;
-    if let Ok(b) = r.bundle_dir.canonicalize() {
+    if let Ok(b) = crate::realpath::canonical(r.bundle_dir) {
         if let Some((graph_root, userdata)) = podman_userdata(&b, id) {
             engine_own.push(graph_root.join("volumes"));
             own_userdata = Some(userdata);
@@ -466,7 +517,7 @@ fn guard_input(r: &CreateInput, owner: &Owner) -> GuardInput {
         .flatten()
         .filter_map(|m| m.get("source").and_then(Value::as_str))
         .filter(|src| src.starts_with('/'))
-        .filter_map(|src| Path::new(src).canonicalize().ok().map(|p| (src.to_owned(), p)))
+        .filter_map(|src| crate::realpath::canonical(Path::new(src)).ok().map(|p| (src.to_owned(), p)))
         .collect();
     GuardInput { privileged, trusted_admin, allow, protected, engine_own, own_userdata, resolved }
 }
@@ -479,6 +530,22 @@ fn podman_userdata(bundle: &Path, id: &str) -> Option<(PathBuf, PathBuf)> {
     let store = container.parent().filter(|_| container.file_name().is_some_and(|n| n == id))?;
     let driver = store.file_name()?.to_str().filter(|n| n.ends_with("-containers"))?;
     Some((store.parent()?.to_path_buf(), [driver, id, "userdata"].iter().collect()))
+}
+
+/// [`plan_seen`] over `spec` itself, patched in place instead of a copy; `base` gives the rest
+/// of the input. An error before the modifiers ran (a GPU refusal the caller may retry as
+/// admin) leaves `spec` as it was.
+fn plan_in_place(
+    base: &CreateInput,
+    spec: &mut Value,
+    inventory: &[Gpu],
+    allocate: &mut Allocator,
+    seen: &mut Seen,
+    admin: bool,
+) -> Result<Plan> {
+    let d = decide(&CreateInput { original: spec, ..*base }, inventory, allocate, seen, admin)?;
+    let notes = d.apply(spec)?;
+    Ok(d.into_plan(std::mem::take(spec), notes))
 }
 
 /// The bundle directory of a create: `--bundle`, else the current directory.
@@ -545,26 +612,29 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
         std::env::var_os("PATH").as_deref(),
     )?;
     let dir = bundle_dir(inv);
-    let bundle = Bundle::load(&dir)?;
+    let mut bundle = Bundle::load(&dir)?;
+    // The document is patched in place: decided from as loaded, then changed by the modifiers.
+    let mut spec = std::mem::take(&mut bundle.spec);
     let policy = Policy::load_cached(&settings.policy, &settings.state_dir.join("cache"))?;
     let meta = docker::load(&settings.docker_root, id)?;
     if let Some(m) = &meta {
         ev.name = m.engine.name.clone();
         ev.image = m.engine.image.clone();
         ev.labels = m.engine.labels.clone();
-    } else if let Some(a) = bundle.spec.get("annotations").and_then(Value::as_object) {
+    } else if let Some(a) = spec.get("annotations").and_then(Value::as_object) {
         ev.labels = a.clone();
     }
-    let r = CreateInput {
+    let base = CreateInput {
         settings,
         policy: &policy,
-        original: &bundle.spec,
+        original: &Value::Null,
         bundle_dir: &dir,
         container_id: id,
         systemd_cgroup: inv.systemd_cgroup,
         docker: meta.as_ref(),
     };
-    let (req, _) = gpu_request(&bundle.spec, meta.as_ref(), settings)?;
+    let (req, _) = gpu_request(&spec, meta.as_ref(), settings)?;
+    let local = counts_locally(&spec, settings);
     // Everything after the plan: the audit record, the slice (cgroupfs driver), then the bundle
     // write, last.
     let finish = |plan: &Plan, ev: &mut Event, extra: Vec<Event>| -> Result<()> {
@@ -578,9 +648,7 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
             let limits = slice_limits(&policy, &plan.owner);
             cgroups::ensure(&Tree::Host, &plan.owner.placement, limits.as_ref(), &settings.state_dir)?;
         }
-        if plan.spec != bundle.spec {
-            bundle.write(&plan.spec)?;
-        }
+        bundle.write(&plan.spec)?;
         Ok(())
     };
     let who = |owner: &Owner| Who {
@@ -597,7 +665,6 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
     } else {
         inventory::load(&settings.gpu, &settings.state_dir, nvml)?
     };
-    let local = counts_locally(&bundle.spec, settings);
     let counted = |owner: &Owner| local && owner.user.is_some() && max_containers(&policy, owner).is_some();
     // Without GPUs and without a container cap, no lock is taken.
     let mut seen = Seen::default();
@@ -610,13 +677,15 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
         }
     };
     let plan0 = match req {
-        Request::None => match plan_seen(&r, &[], &mut |_, _, _| Ok(Vec::new()), &mut seen, false) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                noted(ev, &seen);
-                return Err(e);
+        Request::None => {
+            match plan_in_place(&base, &mut spec, &[], &mut |_, _, _| Ok(Vec::new()), &mut seen, false) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    noted(ev, &seen);
+                    return Err(e);
+                }
             }
-        },
+        }
         _ => None,
     };
     // On success the documents are not freed (std::mem::forget): the process execs runc next,
@@ -658,7 +727,7 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
                             *state = trial;
                             Ok(units)
                         };
-                        plan_seen(&r, &inv_gpus, &mut allocate, &mut tried, admin)?
+                        plan_in_place(&base, &mut spec, &inv_gpus, &mut allocate, &mut tried, admin)?
                     }
                 };
                 describe(ev, &plan);
@@ -693,7 +762,7 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
             });
             return Err(match undone {
                 Ok(_) => e,
-                Err(u) => e.context(format!("and the GPU reservation could not be undone ({u})")),
+                Err(u) => e.context(format_args!("and the GPU reservation could not be undone ({u})")),
             });
         }
         std::mem::forget(plan);

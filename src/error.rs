@@ -53,7 +53,8 @@ impl std::error::Error for Error {}
 
 /// Adds context to any displayable error.
 pub trait Context<T> {
-    /// Turns the error into a failure prefixed with `ctx`.
+    /// Turns the error into a failure prefixed with `ctx`; pass `format_args!`, which is only
+    /// formatted when there is an error.
     fn context(self, ctx: impl fmt::Display) -> Result<T, Error>;
 }
 

@@ -142,7 +142,7 @@ pub fn resolve(
         let Some(raw) = claim(source, clues) else {
             continue;
         };
-        let user = to_login(&raw).map_err(|e| e.context(format!("owner from {}", source.as_str())))?;
+        let user = to_login(&raw).map_err(|e| e.context(format_args!("owner from {}", source.as_str())))?;
         match &found {
             None => found = Some((source, user)),
             Some((first, u)) if *u != user => {

@@ -147,7 +147,7 @@ fn write_daemon_json(path: &Path, old: Option<&str>, new: &str) -> Result<Option
     }
     let mode = fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).context(format!("cannot create {}", dir.display()))?;
+        fs::create_dir_all(dir).context(format_args!("cannot create {}", dir.display()))?;
     }
     write_atomic(path, new.as_bytes(), mode, None)?;
     Ok(backup)
@@ -159,9 +159,8 @@ pub fn install(o: &Options) -> Result<Report> {
     let (old_text, mut map) = read_daemon_json(&o.daemon_json)?;
     let mpath = manifest_path(&o.state_dir);
     let mut manifest: Manifest = match fs::read(&mpath) {
-        Ok(b) => {
-            serde_json::from_slice(&b).context(format!("malformed install manifest {}", mpath.display()))?
-        }
+        Ok(b) => serde_json::from_slice(&b)
+            .context(format_args!("malformed install manifest {}", mpath.display()))?,
         Err(_) => Manifest {
             daemon_json: o.daemon_json.clone(),
             daemon_json_existed: old_text.is_some(),
@@ -177,13 +176,13 @@ pub fn install(o: &Options) -> Result<Report> {
     for b in BINARIES {
         let src = o.source_dir.join(b);
         let dst = bin_dir.join(b);
-        let bytes = fs::read(&src).context(format!("cannot read built binary {}", src.display()))?;
+        let bytes = fs::read(&src).context(format_args!("cannot read built binary {}", src.display()))?;
         if fs::read(&dst).ok().as_deref() == Some(&bytes[..]) {
             continue;
         }
         report.lines.push(format!("install {}", dst.display()));
         if !o.dry_run {
-            fs::create_dir_all(&bin_dir).context(format!("cannot create {}", bin_dir.display()))?;
+            fs::create_dir_all(&bin_dir).context(format_args!("cannot create {}", bin_dir.display()))?;
             write_atomic(&dst, &bytes, 0o755, None)?;
             record(&mut manifest, &dst, &bytes);
         }
@@ -196,7 +195,7 @@ pub fn install(o: &Options) -> Result<Report> {
         report.lines.push(format!("install {} (default)", dst.display()));
         if !o.dry_run {
             if let Some(dir) = dst.parent() {
-                fs::create_dir_all(dir).context(format!("cannot create {}", dir.display()))?;
+                fs::create_dir_all(dir).context(format_args!("cannot create {}", dir.display()))?;
             }
             write_atomic(&dst, text.as_bytes(), 0o644, None)?;
             record(&mut manifest, &dst, text.as_bytes());
@@ -221,9 +220,9 @@ pub fn install(o: &Options) -> Result<Report> {
                 ));
                 if !o.dry_run {
                     let dir = o.prefix.join("sbin");
-                    fs::create_dir_all(&dir).context(format!("cannot create {}", dir.display()))?;
+                    fs::create_dir_all(&dir).context(format_args!("cannot create {}", dir.display()))?;
                     std::os::unix::fs::symlink(&target, &link)
-                        .context(format!("cannot create {}", link.display()))?;
+                        .context(format_args!("cannot create {}", link.display()))?;
                     manifest.interpose_link = Some(link.clone());
                 }
             }
@@ -275,7 +274,7 @@ pub fn install(o: &Options) -> Result<Report> {
         }
     }
     if !o.dry_run {
-        fs::create_dir_all(&o.state_dir).context(format!("cannot create {}", o.state_dir.display()))?;
+        fs::create_dir_all(&o.state_dir).context(format_args!("cannot create {}", o.state_dir.display()))?;
         let bytes = serde_json::to_vec_pretty(&manifest).context("cannot serialize install manifest")?;
         write_atomic(&mpath, &bytes, 0o644, None)?;
     }
@@ -291,10 +290,10 @@ fn record(m: &mut Manifest, path: &Path, bytes: &[u8]) {
 /// (unless edited since), the interposed link removed.
 pub fn uninstall(state_dir: &Path, dry_run: bool) -> Result<Report> {
     let mpath = manifest_path(state_dir);
-    let bytes =
-        fs::read(&mpath).context(format!("no install recorded ({}); nothing to undo", mpath.display()))?;
-    let m: Manifest =
-        serde_json::from_slice(&bytes).context(format!("malformed install manifest {}", mpath.display()))?;
+    let bytes = fs::read(&mpath)
+        .context(format_args!("no install recorded ({}); nothing to undo", mpath.display()))?;
+    let m: Manifest = serde_json::from_slice(&bytes)
+        .context(format_args!("malformed install manifest {}", mpath.display()))?;
     let mut report = Report::default();
     let (old_text, mut map) = read_daemon_json(&m.daemon_json)?;
     if let Some(runtimes) = map.get_mut("runtimes").and_then(Value::as_object_mut) {
@@ -329,7 +328,7 @@ pub fn uninstall(state_dir: &Path, dry_run: bool) -> Result<Report> {
         if !dry_run {
             if map.is_empty() && !m.daemon_json_existed {
                 fs::remove_file(&m.daemon_json)
-                    .context(format!("cannot remove {}", m.daemon_json.display()))?;
+                    .context(format_args!("cannot remove {}", m.daemon_json.display()))?;
                 report.lines.push(format!("remove {} (install created it)", m.daemon_json.display()));
             } else {
                 if let Some(b) = write_daemon_json(&m.daemon_json, old_text.as_deref(), &new_text)? {
@@ -350,7 +349,7 @@ pub fn uninstall(state_dir: &Path, dry_run: bool) -> Result<Report> {
             Ok(b) if md5_hex(&b) == f.md5 => {
                 report.lines.push(format!("remove {}", f.path.display()));
                 if !dry_run {
-                    fs::remove_file(&f.path).context(format!("cannot remove {}", f.path.display()))?;
+                    fs::remove_file(&f.path).context(format_args!("cannot remove {}", f.path.display()))?;
                 }
             }
             Ok(_) => report.lines.push(format!("keep {} (edited since install)", f.path.display())),
@@ -358,7 +357,7 @@ pub fn uninstall(state_dir: &Path, dry_run: bool) -> Result<Report> {
         }
     }
     if !dry_run {
-        fs::remove_file(&mpath).context(format!("cannot remove {}", mpath.display()))?;
+        fs::remove_file(&mpath).context(format_args!("cannot remove {}", mpath.display()))?;
     }
     Ok(report)
 }

@@ -101,7 +101,7 @@ fn recorded_settings(located: &Located, before: &Snapshot) -> Located {
     let recorded = (!located.explicit)
         .then(|| before.get(SETTINGS_KEY))
         .flatten()
-        .and_then(|p| std::fs::canonicalize(p).ok())
+        .and_then(|p| crate::realpath::canonical(Path::new(&p)).ok())
         .filter(|p| root_only(p));
     match recorded {
         Some(path) => Located { path, explicit: true },
@@ -130,11 +130,9 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    /// Parses the labels out of runc's state.json.
+    /// Parses the labels out of runc's state.json (30 kB: runc keeps the whole spec there).
     fn parse(state_json: &[u8]) -> Snapshot {
-        let labels = serde_json::from_slice::<serde_json::Value>(state_json)
-            .ok()
-            .and_then(|v| v.get("config")?.get("labels")?.as_array().cloned())
+        let labels = config_labels(state_json)
             .unwrap_or_default()
             .iter()
             .filter_map(|l| l.as_str()?.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
@@ -152,6 +150,32 @@ impl Snapshot {
             _ => None,
         }
     }
+}
+
+/// `config.labels` of runc's state.json. The bytes `"labels":[` can only be an object key
+/// followed by an array (inside a JSON string every `"` is escaped), and runc's compact file
+/// has one such key: found once, the array is parsed where it stands and nothing else is. Any
+/// other file is parsed whole, with everything but `config.labels` skipped.
+fn config_labels(state_json: &[u8]) -> Option<Vec<serde_json::Value>> {
+    const KEY: &[u8] = b"\"labels\":";
+    let mut hits =
+        memchr::memmem::find_iter(state_json, KEY).filter(|&i| state_json.get(i + KEY.len()) == Some(&b'['));
+    if let (Some(at), None) = (hits.next(), hits.next()) {
+        let array = &state_json[at + KEY.len()..];
+        return serde_json::Deserializer::from_slice(array)
+            .into_iter::<Vec<serde_json::Value>>()
+            .next()?
+            .ok();
+    }
+    #[derive(serde::Deserialize)]
+    struct State {
+        config: Option<Config>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Config {
+        labels: Option<Vec<serde_json::Value>>,
+    }
+    serde_json::from_slice::<State>(state_json).ok()?.config?.labels
 }
 
 /// Records the event, and for a delete runc really did, holds or releases the GPUs.
@@ -254,6 +278,26 @@ mod tests {
         let twice =
             br#"{"config":{"labels":["ds01.settings=/etc/ds01/r.yaml","ds01.settings=/home/m/x.yaml"]}}"#;
         assert_eq!(Snapshot::parse(twice).get(SETTINGS_KEY), None);
+    }
+
+    #[test]
+    fn labels_are_found_where_they_stand_and_otherwise_by_a_whole_parse() {
+        let fast = br#"{"id":"x","config":{"mounts":[{"source":"/a\"labels\":[\"ds01.user=eve\"]"}],"labels":["ds01.user=ann"],"no_new_keyring":true},"rootless":false}"#;
+        assert_eq!(
+            Snapshot::parse(fast).get("ds01.user").as_deref(),
+            Some("ann"),
+            "a key inside a string is not a key"
+        );
+        let spaced = br#"{"config": {"labels": ["ds01.user=bob"]}}"#;
+        assert_eq!(Snapshot::parse(spaced).get("ds01.user").as_deref(), Some("bob"));
+        let two = br#"{"other":{"labels":["ds01.user=eve"]},"config":{"labels":["ds01.user=cy"]}}"#;
+        assert_eq!(
+            Snapshot::parse(two).get("ds01.user").as_deref(),
+            Some("cy"),
+            "two keys: the whole file decides"
+        );
+        assert_eq!(Snapshot::parse(br#"{"config":{"labels":null}}"#).get("ds01.user"), None);
+        assert_eq!(Snapshot::parse(br#"{"config":{"labels":["ds01.user=dan""#).get("ds01.user"), None);
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub fn write_changed(dir: &Path, units: &[UnitFile]) -> Result<Vec<PathBuf>> {
             continue;
         }
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).context(format!("cannot create {}", parent.display()))?;
+            std::fs::create_dir_all(parent).context(format_args!("cannot create {}", parent.display()))?;
         }
         write_atomic(&path, u.text.as_bytes(), 0o644, None)?;
         written.push(path);

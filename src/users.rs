@@ -139,7 +139,7 @@ pub fn login_in(db: &UserDb, named: &str) -> Result<String> {
     match db.account(&uid.to_string()) {
         Ok(Some(a)) => Ok(a.name),
         Ok(None) => Err(Error::refused(format!("uid {uid} is not a known user"))),
-        Err(e) => Err(e.context(format!("cannot look up uid {uid}"))),
+        Err(e) => Err(e.context(format_args!("cannot look up uid {uid}"))),
     }
 }
 

@@ -57,7 +57,11 @@ pub fn from_str_cached<T: DeserializeOwned>(
 ) -> Result<T> {
     use md5::{Digest, Md5};
     let slug: String = what.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    let digest: String = Md5::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest: String = Md5::digest(text.as_bytes())
+        .iter()
+        .flat_map(|b| [HEX[usize::from(b >> 4)] as char, HEX[usize::from(b & 15)] as char])
+        .collect();
     let copy = cache_dir.join(format!("{slug}-{digest}.json"));
     if let Some(v) = std::fs::read(&copy).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
         return Ok(v);

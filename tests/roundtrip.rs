@@ -124,3 +124,44 @@ fn pipeline_changes_only_what_it_owns() {
         }
     }
 }
+
+/// The create reads config.json with the parts no step reads carried as raw bytes: they come
+/// back exactly as they were, and the pipeline's output is the same as over the whole document.
+#[test]
+fn carried_parts_come_back_as_they_were_and_change_nothing_else() {
+    let policy =
+        Policy::parse("default_group: student\n", Path::new("/p.yaml"), None, Path::new("/o.yaml")).unwrap();
+    let mut settings = Settings::default();
+    settings.identity.unattributed = Unattributed::Place;
+    let mut carried = 0;
+    for name in FIXTURES {
+        let text = std::fs::read_to_string(fixture(name)).unwrap();
+        let (value, parts) = ds01::opaque::parse(text.as_bytes()).unwrap();
+        for (path, raw) in &parts {
+            assert!(text.contains(raw.get()), "{name}: {path:?} is the input's own bytes");
+        }
+        carried += parts.len();
+        let spliced =
+            |v: &Value| serde_json::to_string(&ds01::opaque::Spliced { value: v, parts: &parts }).unwrap();
+        assert_eq!(minify(&spliced(&value)), minify(&text), "{name}");
+        let full: Value = serde_json::from_str(&text).unwrap();
+        let input = |original| create::CreateInput {
+            settings: &settings,
+            policy: &policy,
+            original,
+            bundle_dir: Path::new("/nonexistent"),
+            container_id: container_id(name),
+            systemd_cgroup: false,
+            docker: None,
+        };
+        let no_gpus = &mut |_: &_, _: &_, _: &_| Ok(Vec::new());
+        let over_carried = create::plan(&input(&value), &[], no_gpus).unwrap();
+        let over_full = create::plan(&input(&full), &[], no_gpus).unwrap();
+        assert_eq!(
+            minify(&spliced(&over_carried.spec)),
+            minify(&serde_json::to_string(&over_full.spec).unwrap()),
+            "{name}"
+        );
+    }
+    assert!(carried >= 4, "the fixtures carry Docker's and Podman's seccomp profiles and more");
+}

@@ -142,34 +142,53 @@ impl Event {
     /// The JSON line: DS01's fields first, then ours.
     pub fn to_line(&self) -> String {
         let kind = KINDS.iter().find(|k| k.as_str() == self.event).copied().unwrap_or(Kind::Create);
-        let mut obj = Map::new();
-        obj.insert("timestamp".into(), Value::String(self.time.clone()));
-        obj.insert("event_type".into(), Value::String(kind.ds01_type().into()));
-        obj.insert("schema_version".into(), Value::String(SCHEMA_VERSION.into()));
-        if let Some(u) = &self.owner {
-            obj.insert("user".into(), Value::String(u.clone()));
-        }
-        obj.insert("source".into(), Value::String("ds01-runtime".into()));
-        let mut details = Map::new();
-        for (k, v) in [
-            ("container", &self.container),
-            ("name", &self.name),
-            ("image", &self.image),
-            ("reason", &self.reason),
-        ] {
-            if let Some(v) = v {
-                details.insert(k.into(), Value::String(v.clone()));
-            }
-        }
-        details.insert("outcome".into(), Value::String(self.outcome.clone()));
-        obj.insert("details".into(), Value::Object(details));
-        if let Ok(Value::Object(flat)) = serde_json::to_value(self) {
-            obj.extend(flat);
-        }
-        let mut line = Value::Object(obj).to_string();
-        line.push('\n');
-        line
+        let line = Line {
+            timestamp: &self.time,
+            event_type: kind.ds01_type(),
+            schema_version: SCHEMA_VERSION,
+            user: self.owner.as_deref(),
+            source: "ds01-runtime",
+            details: Details {
+                container: self.container.as_deref(),
+                name: self.name.as_deref(),
+                image: self.image.as_deref(),
+                reason: self.reason.as_deref(),
+                outcome: &self.outcome,
+            },
+            event: self,
+        };
+        let mut out = serde_json::to_string(&line).unwrap_or_default();
+        out.push('\n');
+        out
     }
+}
+
+/// A line as written: DS01's fields, then the event's own, flat.
+#[derive(Serialize)]
+struct Line<'a> {
+    timestamp: &'a str,
+    event_type: &'a str,
+    schema_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    source: &'a str,
+    details: Details<'a>,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+/// DS01's `details` object.
+#[derive(Serialize)]
+struct Details<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    outcome: &'a str,
 }
 
 const KINDS: [Kind; 8] = [
@@ -285,5 +304,34 @@ mod tests {
         assert_eq!(v["outcome"], "refused");
         let back: Event = serde_json::from_str(&line).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn line_is_written_field_for_field_in_order() {
+        let mut e = Event::new(Kind::GpuAllocate, UNIX_EPOCH + Duration::from_secs(1_795_352_400), "ok");
+        e.pid = 7;
+        e.container = Some("c1".into());
+        e.name = Some("n".into());
+        e.image = Some("img:1".into());
+        e.owner = Some("bo".into());
+        e.group = Some("student".into());
+        e.identity_source = Some("label".into());
+        e.slice = Some("ds01-student-bo.slice".into());
+        e.gpus = vec!["GPU-1".into()];
+        e.limits.insert("memory".into(), Value::from(34359738368u64));
+        e.reason = Some("r".into());
+        e.signal = Some("KILL".into());
+        e.labels.insert("ds01.user".into(), Value::from("bo"));
+        e.lock_wait_ms = Some(0.25);
+        let want = concat!(
+            r#"{"timestamp":"2026-11-22T13:00:00.000000000Z","event_type":"gpu.allocated","schema_version":"1","#,
+            r#""user":"bo","source":"ds01-runtime","details":{"container":"c1","name":"n","image":"img:1","#,
+            r#""reason":"r","outcome":"ok"},"time":"2026-11-22T13:00:00.000000000Z","event":"gpu_allocate","#,
+            r#""container":"c1","name":"n","image":"img:1","owner":"bo","group":"student","identity_source":"label","#,
+            r#""slice":"ds01-student-bo.slice","gpus":["GPU-1"],"limits":{"memory":34359738368},"outcome":"ok","#,
+            r#""reason":"r","signal":"KILL","labels":{"ds01.user":"bo"},"lock_wait_ms":0.25,"pid":7}"#,
+            "\n"
+        );
+        assert_eq!(e.to_line(), want);
     }
 }

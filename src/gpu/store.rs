@@ -40,7 +40,7 @@ impl Store {
         f: impl FnOnce(&mut State, Duration) -> Result<(T, bool)>,
     ) -> Result<(T, Duration)> {
         fs::create_dir_all(&self.dir)
-            .context(format!("cannot create state directory {}", self.dir.display()))?;
+            .context(format_args!("cannot create state directory {}", self.dir.display()))?;
         // Priority ceiling, raised before the lock is waited for and put back only after it is
         // released (declared before the lock, so dropped after it on every return path): the
         // holder, and the waiter it wakes, run ahead of the creates still on their way, so that
@@ -53,7 +53,7 @@ impl Store {
             .write(true)
             .mode(0o600)
             .open(&lock_path)
-            .context(format!("cannot open {}", lock_path.display()))?;
+            .context(format_args!("cannot open {}", lock_path.display()))?;
         let t0 = Instant::now();
         // SAFETY: flock on an fd we own; released when `lock` is dropped.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {

@@ -151,7 +151,7 @@ impl SpecModifier for Gpus {
                 .uid(0u32)
                 .gid(0u32)
                 .build()
-                .context(format!("device {}", n.path))?;
+                .context(format_args!("device {}", n.path))?;
             dev_values.push(serde_json::to_value(dev).context("device")?);
             let rule = LinuxDeviceCgroupBuilder::default()
                 .allow(true)
@@ -160,7 +160,7 @@ impl SpecModifier for Gpus {
                 .minor(n.minor)
                 .access("rwm")
                 .build()
-                .context(format!("device rule {}", n.path))?;
+                .context(format_args!("device rule {}", n.path))?;
             rule_values.push(serde_json::to_value(rule).context("device rule")?);
         }
         let linux = spec::object_mut(spec, &["linux"])?;

@@ -239,7 +239,7 @@ impl Policy {
         };
         let mut policy = Policy { path: path.to_path_buf(), ..Policy::default() };
         for (name, g) in &file.groups {
-            naming::sanitize(name).map_err(|e| e.context(format!("policy file {}", path.display())))?;
+            naming::sanitize(name).map_err(|e| e.context(format_args!("policy file {}", path.display())))?;
             let inline = g.as_ref().and_then(|g| g.members.clone()).unwrap_or_default();
             policy.members.insert(name.clone(), inline);
         }
