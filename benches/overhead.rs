@@ -228,7 +228,7 @@ fn main() {
     if !require_runc() {
         return;
     }
-    let n = if quick { 4 } else { 60 };
+    let n = if quick { 4 } else { 150 };
     let b = Bench::new();
     let runc = which("runc").unwrap();
     let mut rows = Vec::new();
@@ -341,7 +341,7 @@ fn main() {
         let same = same_placement(&fs::read_to_string(&log).unwrap_or_default());
         run(&plain);
         run(&same);
-        let dn = if quick { 3 } else { 200 };
+        let dn = if quick { 3 } else { 300 };
         let t = alternate(dn, 3, |k| run([&ds01[..], &plain[..], &same[..]][k]));
         rows.push(Row::new("`docker run --rm`, `--runtime ds01` vs `--runtime runc`", &t[0], &t[1]));
         rows.push(Row::new(
