@@ -64,6 +64,16 @@ fn minify(text: &str) -> String {
     out
 }
 
+/// A policy without per-container caps (the limits modifier, tested on its own, stays out),
+/// and settings that place a container without an owner.
+fn policy_and_settings() -> (Policy, Settings) {
+    let policy =
+        Policy::parse("default_group: student\n", Path::new("/p.yaml"), None, Path::new("/o.yaml")).unwrap();
+    let mut settings = Settings::default();
+    settings.identity.unattributed = Unattributed::Place;
+    (policy, settings)
+}
+
 #[test]
 fn unmodified_documents_serialize_byte_for_byte() {
     for name in FIXTURES {
@@ -75,11 +85,7 @@ fn unmodified_documents_serialize_byte_for_byte() {
 
 #[test]
 fn pipeline_changes_only_what_it_owns() {
-    // A policy without per-container caps: the limits modifier (tested on its own) stays out.
-    let policy =
-        Policy::parse("default_group: student\n", Path::new("/p.yaml"), None, Path::new("/o.yaml")).unwrap();
-    let mut settings = Settings::default();
-    settings.identity.unattributed = Unattributed::Place;
+    let (policy, settings) = policy_and_settings();
     for name in FIXTURES {
         let text = std::fs::read_to_string(fixture(name)).unwrap();
         let original: Value = serde_json::from_str(&text).unwrap();
@@ -129,10 +135,7 @@ fn pipeline_changes_only_what_it_owns() {
 /// back exactly as they were, and the pipeline's output is the same as over the whole document.
 #[test]
 fn carried_parts_come_back_as_they_were_and_change_nothing_else() {
-    let policy =
-        Policy::parse("default_group: student\n", Path::new("/p.yaml"), None, Path::new("/o.yaml")).unwrap();
-    let mut settings = Settings::default();
-    settings.identity.unattributed = Unattributed::Place;
+    let (policy, settings) = policy_and_settings();
     let mut carried = 0;
     for name in FIXTURES {
         let text = std::fs::read_to_string(fixture(name)).unwrap();
