@@ -316,7 +316,7 @@ fn main() {
         b.run(bin, &["kill", "bench-state", "KILL"]);
         ms(t.elapsed())
     };
-    let t = alternate(calls / 4, 2, |k| kill(if k == 0 { &b.shim } else { &runc }));
+    let t = alternate(calls, 2, |k| kill(if k == 0 { &b.shim } else { &runc }));
     rows.push(Row::new("pass-through `kill` (recorded in the audit), per call, vs runc", &t[0], &t[1]));
     b.run(&runc, &["delete", "--force", "bench-state"]);
 

@@ -22,6 +22,8 @@ pub struct Bundle {
     /// are `null` here and written back from their original bytes.
     pub spec: Value,
     carried: Vec<opaque::Part>,
+    /// The file as read: a document that comes out the same is not written again.
+    bytes: Vec<u8>,
     mode: u32,
     uid: u32,
     gid: u32,
@@ -44,13 +46,14 @@ impl Bundle {
             config_path,
             spec,
             carried,
+            bytes,
             mode: meta.permissions().mode() & 0o7777,
             uid: meta.uid(),
             gid: meta.gid(),
         })
     }
 
-    /// Replaces config.json with `spec`, atomically: readers see the old or the new file, never
+    /// Replaces config.json with `spec` (unless it comes out byte for byte as read), atomically: readers see the old or the new file, never
     /// a mix, and a failure at any step leaves the old file in place.
     ///
     /// No fsync: the rename alone gives readers (runc, next) the old or the new file, and a
@@ -59,6 +62,9 @@ impl Bundle {
     pub fn write(&self, spec: &Value) -> Result<()> {
         let bytes = serde_json::to_vec(&opaque::Spliced { value: spec, parts: &self.carried })
             .context("cannot serialize config.json")?;
+        if bytes == self.bytes {
+            return Ok(());
+        }
         replace(&self.config_path, &bytes, self.mode, Some((self.uid, self.gid)), false)
     }
 }
@@ -101,4 +107,30 @@ fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>, dura
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_that_comes_out_the_same_is_not_written_again() {
+        let dir = std::env::temp_dir().join(format!("ds01-bundle-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.json");
+        let text = r#"{"ociVersion":"1.0.2","linux":{"seccomp":{"defaultAction": "SCMP_ACT_ERRNO"}}}"#;
+        fs::write(&config, text).unwrap();
+        let ino = || fs::metadata(&config).unwrap().ino();
+        let before = ino();
+        let b = Bundle::load(&dir).unwrap();
+        b.write(&b.spec).unwrap();
+        assert_eq!(ino(), before, "unchanged: left in place");
+        let mut changed = b.spec.clone();
+        changed["ociVersion"] = "1.1.0".into();
+        b.write(&changed).unwrap();
+        assert_ne!(ino(), before, "changed: replaced");
+        let out = fs::read_to_string(&config).unwrap();
+        assert_eq!(out, text.replace("1.0.2", "1.1.0"), "the carried part as it was");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

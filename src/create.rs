@@ -543,6 +543,7 @@ fn plan_in_place(
     seen: &mut Seen,
     admin: bool,
 ) -> Result<Plan> {
+    debug_assert!(spec.is_object(), "planned over a document a previous plan took");
     let d = decide(&CreateInput { original: spec, ..*base }, inventory, allocate, seen, admin)?;
     let notes = d.apply(spec)?;
     Ok(d.into_plan(std::mem::take(spec), notes))

@@ -25,11 +25,48 @@ pub type Part = (&'static [&'static str], Box<RawValue>);
 
 /// Parses a JSON document, cutting out the [`CARRIED`] parts (left as `null` in the tree).
 pub fn parse(bytes: &[u8]) -> serde_json::Result<(Value, Vec<Part>)> {
+    if let Some(key) = reserved_key(bytes) {
+        return Err(de::Error::custom(format_args!(
+            "key {key:?} is refused: serde_json (this runtime's JSON reader) would read that object as something else"
+        )));
+    }
     let mut parts = Vec::new();
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = Node { depth: 0, paths: CARRIED.to_vec(), parts: &mut parts }.deserialize(&mut de)?;
     de.end()?;
     Ok((value, parts))
+}
+
+/// The keys serde_json reads as its own markers (`arbitrary_precision`, `raw_value`): an object
+/// whose first key is one of them is read as a number or as the JSON in its string, so a
+/// creator's annotation named so would make this runtime see, and write, another document.
+const RESERVED: &str = "$serde_json::private::";
+
+/// The first object key in `b` (escapes decoded) that starts with [`RESERVED`], if any. Scans
+/// the strings of the document: a string followed by `:` is a key.
+fn reserved_key(b: &[u8]) -> Option<String> {
+    let mut at = 0;
+    while let Some(q) = memchr::memchr(b'"', &b[at..]) {
+        let open = at + q;
+        let (mut end, mut escaped) = (open + 1, false);
+        loop {
+            end += memchr::memchr2(b'"', b'\\', b.get(end..)?)?;
+            match b[end] {
+                b'"' => break,
+                _ => (end, escaped) = (end + 2, true),
+            }
+        }
+        at = end + 1;
+        let next = b[at..].iter().find(|c| !c.is_ascii_whitespace());
+        if next != Some(&b':') || !(escaped || b[open + 1..end].starts_with(b"$")) {
+            continue;
+        }
+        let key: String = serde_json::from_slice(&b[open..=end]).unwrap_or_default();
+        if key.starts_with(RESERVED) {
+            return Some(key);
+        }
+    }
+    None
 }
 
 /// `value` written with the carried `parts` back where they were, when their place still
@@ -217,6 +254,16 @@ mod tests {
             assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), parsed, "{text}");
         }
         assert!(parse(br#"{"linux":{"seccomp":{"a":}}}"#).is_err());
+        for hidden in [
+            r#"{"annotations":{"$serde_json::private::RawValue":"{\"ds01.user\":\"alice\"}"}}"#,
+            r#"{"linux":{"resources":{"$serde_json::private::Number" : "1"}}}"#,
+            r#"{"a":{"\u0024serde_json::private::RawValue":"{}"}}"#,
+        ] {
+            let e = parse(hidden.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains("serde_json::private::") && e.contains("refused"), "{hidden}: {e}");
+        }
+        let text = r#"{"process":{"env":["X=$serde_json::private::Number"],"args":["\"$serde_json::private::RawValue\":"]}}"#;
+        assert!(parse(text.as_bytes()).is_ok(), "values and escaped quotes are not keys");
         assert!(parse(br#"{"a":1} trailing"#).is_err());
     }
 }

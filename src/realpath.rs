@@ -4,6 +4,7 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The canonical form of `p` (absolute, no symlinks, `.` or `..`), as `std::fs::canonicalize`
@@ -16,11 +17,19 @@ pub fn canonical(p: &Path) -> std::io::Result<PathBuf> {
         return Err(std::io::Error::last_os_error());
     }
     let named = std::fs::read_link(format!("/proc/self/fd/{fd}"));
-    // SAFETY: closing the fd opened above.
-    unsafe { libc::close(fd) };
+    // SAFETY: an fd we own and a zeroed stat buffer for the kernel to fill.
+    let opened = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        let ok = libc::fstat(fd, &mut st) == 0;
+        libc::close(fd);
+        ok.then_some((st.st_dev, st.st_ino))
+    };
+    // The kernel names a file reached through another mount namespace (a /proc/<pid>/root
+    // link) by its path there: believed only when that name is the same file here.
+    let same = |n: &Path| std::fs::metadata(n).is_ok_and(|m| opened == Some((m.dev(), m.ino())));
     match named {
-        // Without /proc (or for a file the kernel names oddly) ask libc.
-        Ok(n) if n.is_absolute() && !n.as_os_str().as_bytes().ends_with(b" (deleted)") => Ok(n),
+        Ok(n) if n.is_absolute() && same(&n) => Ok(n),
+        // Without /proc, or a name that is not this file here: ask libc.
         _ => std::fs::canonicalize(p),
     }
 }
@@ -41,6 +50,9 @@ mod tests {
         {
             assert_eq!(canonical(&p).unwrap(), std::fs::canonicalize(&p).unwrap(), "{}", p.display());
         }
+        // Through /proc's link to our own root: the same file here, so the kernel's name stands.
+        let via_proc = Path::new("/proc/self/root").join(dir.strip_prefix("/").unwrap()).join("link");
+        assert_eq!(canonical(&via_proc).unwrap(), real);
         assert!(canonical(&dir.join("missing")).is_err());
         assert!(canonical(Path::new("a\0b")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

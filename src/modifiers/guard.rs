@@ -85,6 +85,13 @@ impl SpecModifier for Guard {
         };
         for m in mounts.iter().filter(|m| is_bind(m)) {
             let Some(src) = m.get("source").and_then(Value::as_str) else { continue };
+            // /proc/<pid>/root and /proc/<pid>/fd/* lead into other mount namespaces: what runc
+            // would mount is not what any path resolved here names.
+            if lexical(Path::new(src)).starts_with("/proc") {
+                return Err(Error::refused(format!(
+                    "bind mount of {src} is refused: /proc leads into other processes' files"
+                )));
+            }
             let real = g
                 .resolved
                 .iter()
@@ -196,6 +203,8 @@ mod tests {
             ("/run/docker.sock", "an engine socket"),
             ("/home/bob", "bind mount of /home/bob is refused: only /home/alice, /data may be mounted"),
             ("/var", "the engine's data"),
+            ("/proc/1/root/home/alice/x", "bind mount of /proc/1/root/home/alice/x is refused: /proc leads"),
+            ("/home/alice/../../proc/self/root/etc", "/proc leads into other processes' files"),
         ] {
             let e = check(&mut with_bind(src), &input()).unwrap_err();
             assert!(e.to_string().contains(want), "{src}: {e}");
