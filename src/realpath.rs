@@ -1,6 +1,7 @@
-//! A path with its symlinks resolved, in three system calls whatever its depth: open it with
-//! `O_PATH` and ask the kernel for that file's name. libc's `realpath` reads every component
-//! with its own `readlink` (eight calls for a Docker mount source), plus a malloc.
+//! A path with its symlinks resolved, in five system calls whatever its depth: open it with
+//! `O_PATH`, ask the kernel for that file's name, and check that the name is the same file.
+//! libc's `realpath` reads every component with its own `readlink` (eight calls for a Docker
+//! mount source), plus a malloc.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
