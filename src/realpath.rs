@@ -58,4 +58,38 @@ mod tests {
         assert!(canonical(Path::new("a\0b")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// A name the kernel gives from another mount namespace is not taken for a path here.
+    #[test]
+    fn a_file_in_another_mount_namespace_is_not_named_by_its_path_there() {
+        use std::io::BufRead;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root (a mount namespace of its own)");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("ds01-realpath-ns-{}", std::process::id()));
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let script = format!(
+            "mount -t tmpfs ds01 {0} && mkdir {0}/inner && echo ready && exec sleep 30",
+            mnt.display()
+        );
+        let mut child = std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux)");
+        let mut line = String::new();
+        let out = child.stdout.take().unwrap();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        let inner = mnt.join("inner");
+        let through = Path::new(&format!("/proc/{}/root", child.id())).join(inner.strip_prefix("/").unwrap());
+        let got = canonical(&through);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(line.trim(), "ready", "the namespace was set up");
+        assert!(!inner.exists(), "the tmpfs stayed in its namespace");
+        assert!(got.is_err(), "named {:?}, a path that is not that file here", got);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
