@@ -148,6 +148,18 @@ fn malformed_config_json_is_a_clear_error() {
     assert_refused(&rc, &b, &unique("m"), "malformed bundle config");
     fs::write(b.join("config.json"), b"[1, 2]").unwrap();
     assert_refused(&rc, &b, &unique("m"), "not a JSON object");
+    // An annotation serde_json would read as its own marker: the runtime would see, and write,
+    // other annotations than the ones runc reads.
+    let b = busybox_bundle(&rc.tmp.path().join("r"), "true", &[("ds01.user", "alice")]);
+    let text = fs::read_to_string(b.join("config.json")).unwrap();
+    let hidden = text.replacen(
+        "\"annotations\": {",
+        "\"annotations\": {\"$serde_json::private::RawValue\": \"{}\", ",
+        1,
+    );
+    assert_ne!(hidden, text, "the fixture has annotations");
+    fs::write(b.join("config.json"), hidden).unwrap();
+    assert_refused(&rc, &b, &unique("m"), "key \"$serde_json::private::RawValue\" is refused");
 }
 
 #[test]
