@@ -53,6 +53,11 @@ impl Bundle {
         })
     }
 
+    /// The parts of config.json carried unparsed, with their original bytes.
+    pub fn carried(&self) -> &[opaque::Part] {
+        &self.carried
+    }
+
     /// Replaces config.json with `spec` (unless it comes out byte for byte as read), atomically: readers see the old or the new file, never
     /// a mix, and a failure at any step leaves the old file in place.
     ///

@@ -14,7 +14,7 @@ use crate::audit::{self, Event, Kind as AuditKind};
 use crate::bundle::Bundle;
 use crate::cgroups::{self, SliceLimits, Tree};
 use crate::docker::{self, DockerMeta};
-use crate::error::{Error, Kind as ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::gpu::alloc::{self, Quota, Unit, Who};
 use crate::gpu::cdi;
 use crate::gpu::inventory::{self, Node};
@@ -66,56 +66,39 @@ pub struct CreateInput<'a> {
 /// Decides GPUs for an owner; returns the units granted (empty for none).
 pub type Allocator<'x> = dyn FnMut(&Owner, &Request, &Quota) -> Result<Vec<Unit>> + 'x;
 
-/// Runs identity resolution, the GPU decision and every modifier over a copy of the spec.
+/// Runs the whole pipeline over a copy of the spec: [`gather`], the GPU decision through
+/// `allocate`, the modifiers. `ds01ctl explain` and the tests use it; a create runs the same
+/// phases with the allocation lock around the GPU decision only.
 pub fn plan(r: &CreateInput, inventory: &[Gpu], allocate: &mut Allocator) -> Result<Plan> {
-    let mut seen = Seen::default();
-    match plan_seen(r, inventory, allocate, &mut seen, false) {
-        Err(_) if seen.admin_would_pass(r.policy) => {
-            plan_seen(r, inventory, allocate, &mut Seen::default(), true)
-        }
-        other => other,
-    }
-}
-
-/// What a plan learned before it finished or failed.
-#[derive(Debug, Default)]
-pub struct Seen {
-    /// The owner, as soon as it is known (for the audit record of a refusal that comes after it).
-    pub owner: Option<Owner>,
-    /// The GPU request was refused under the owner's quota. Admins have none, so the caller
-    /// looks the owner up (outside any lock: it may ask LDAP) and plans again as admin.
-    pub gpus_refused: bool,
-}
-
-impl Seen {
-    /// True when the GPU request was refused and the owner is an admin.
-    pub fn admin_would_pass(&self, policy: &Policy) -> bool {
-        self.gpus_refused
-            && self.owner.as_ref().and_then(|o| o.user.as_deref()).is_some_and(|u| policy.is_admin(u))
-    }
-}
-
-/// Like [`plan`], one pass: GPUs are decided under the admin's quota when `admin`, else under
-/// the owner's own (no admin lookup); what was learned is left in `seen`.
-pub fn plan_seen(
-    r: &CreateInput,
-    inventory: &[Gpu],
-    allocate: &mut Allocator,
-    seen: &mut Seen,
-    admin: bool,
-) -> Result<Plan> {
-    let d = decide(r, inventory, allocate, seen, admin)?;
+    let g = gather(r, &[])?;
+    let units = g.allocate(r.policy, allocate)?;
+    let host = GpuHost::read(&r.settings.gpu, inventory, g.wants_gpus() && !g.chained)?;
+    let d = g.decide(inventory, &host, units)?;
     let mut spec = r.original.clone();
     let notes = d.apply(&mut spec)?;
     Ok(d.into_plan(spec, notes))
 }
 
-/// Everything the modifiers are given, decided from the spec as loaded. It owns what it holds,
-/// so that the create can then patch that same document in place instead of a copy.
-pub struct Decision {
-    owner: Owner,
-    units: Vec<Unit>,
-    grant: GpuGrant,
+/// Everything a create learns from the host before any lock is taken: the owner (the user
+/// database may ask NSS), whether the owner is an admin, the guard's input (mount sources
+/// resolved on disk, the admin's seccomp profiles read), the caps and the GPU request. After
+/// this nothing forks, asks NSS or resolves a path.
+pub struct Gathered {
+    /// Whose container it is.
+    pub owner: Owner,
+    /// The owner is an admin (no GPU quota).
+    pub admin: bool,
+    /// A build container of Docker's classic builder.
+    pub build: bool,
+    /// What GPUs it asks for.
+    pub request: Request,
+    /// Who asked (`docker --gpus`, `annotation`, …).
+    pub request_source: &'static str,
+    /// Scheduler-assigned GPUs (Kubernetes): recorded, not held to the local quota.
+    scheduled: bool,
+    /// Counts towards the owner's container cap.
+    pub counted: bool,
+    chained: bool,
     guard: GuardInput,
     limits: ContainerCaps,
     container_id: String,
@@ -126,72 +109,51 @@ pub struct Decision {
     settings_file: Option<PathBuf>,
 }
 
-impl Decision {
-    /// Runs the modifiers over `spec`; gives what changed and why.
-    pub fn apply(&self, spec: &mut Value) -> Result<Vec<Note>> {
-        let ctx = Context {
-            container_id: &self.container_id,
-            owner: &self.owner,
-            systemd_cgroup: self.systemd_cgroup,
-            scope_prefix: &self.scope_prefix,
-            gpus: &self.grant,
-            guard: &self.guard,
-            limits: &self.limits,
-            engine: Engine { name: self.engine_name.as_deref(), image: self.engine_image.as_deref() },
-            settings_file: self.settings_file.as_deref(),
-        };
-        modifiers::apply_all(&modifiers::pipeline(), spec, &ctx)
-    }
-
-    /// The plan: `spec` as [`Decision::apply`] left it.
-    pub fn into_plan(self, spec: Value, notes: Vec<Note>) -> Plan {
-        Plan { spec, owner: self.owner, notes, gpus: self.units.into_iter().map(|u| u.uuid).collect() }
-    }
-}
-
-/// Identity resolution and the GPU decision: everything before the modifiers.
-pub fn decide(
-    r: &CreateInput,
-    inventory: &[Gpu],
-    allocate: &mut Allocator,
-    seen: &mut Seen,
-    admin: bool,
-) -> Result<Decision> {
+/// Reads the host for one create; `carried` are the parts of config.json cut out unparsed.
+pub fn gather(r: &CreateInput, carried: &[crate::opaque::Part]) -> Result<Gathered> {
     let s = r.settings;
-    let clues =
-        Clues { spec: r.original, engine: r.docker.map(|d| &d.engine), kubernetes: Some(&s.kubernetes) };
+    let build = r.docker.is_some_and(DockerMeta::is_classic_build);
+    let clues = Clues {
+        spec: r.original,
+        engine: r.docker.map(|d| &d.engine),
+        kubernetes: Some(&s.kubernetes),
+        build,
+    };
     let mut owner = identity::resolve(&s.identity, r.policy, &clues, &users::to_login)?;
     let pod = kubernetes::of(r.original);
     if pod.is_some() && s.kubernetes.placement == KubePlacement::Pod {
         owner.placement = Placement::engine_cgroup();
     }
-    seen.owner = Some(owner.clone());
-    let (req, source) = gpu_request(r.original, r.docker, s)?;
-    // On a Kubernetes node the scheduler has decided: the kubelet's devices are enforced and
-    // recorded, not held against the local quota (unless the settings ask for that).
-    let scheduled = pod.is_some() && !s.kubernetes.local_quota;
-    let units = if req == Request::None {
-        Vec::new()
-    } else {
-        if owner.user.is_none() {
-            return Err(Error::refused(format!("GPUs requested ({source}) by a container with no owner")));
-        }
-        let q = if scheduled { Quota::scheduler() } else { quota_as(r.policy, &owner, admin) };
-        allocate(&owner, &req, &q).inspect_err(|e| {
-            seen.gpus_refused = e.kind == ErrorKind::Refused && !admin;
-        })?
-    };
-    let grant = grant(&s.gpu, inventory, &units, toolkit_chained(r))?;
-    let guard = guard_input(r, &owner);
-    let limits = caps(r.policy, &owner, r.docker);
+    let (mut request, mut request_source) = gpu_request(r.original, r.docker, s)?;
+    if build && request != Request::None {
+        // Build steps never get GPUs: what they run is what any Dockerfile says.
+        (request, request_source) = (Request::None, "none (build container)");
+    }
+    if request != Request::None && owner.user.is_none() {
+        return Err(Error::refused(format!(
+            "GPUs requested ({request_source}) by a container with no owner"
+        )));
+    }
+    let is_admin = |u: &str| r.policy.is_admin(u);
+    let admin = request != Request::None && owner.user.as_deref().is_some_and(is_admin);
+    let guard = guard_input(r, &owner, carried)?;
+    let limits =
+        if owner.user.is_none() && build { build_caps(&s.build) } else { caps(r.policy, &owner, r.docker) };
     let scope_prefix = match s.scope_prefix.as_deref() {
         Some(p) => p.to_owned(),
         None => crate::naming::engine_scope_prefix(r.original, r.container_id, r.docker.is_some()).to_owned(),
     };
-    Ok(Decision {
+    Ok(Gathered {
+        scheduled: pod.is_some() && !s.kubernetes.local_quota,
+        counted: counts_locally(r.original, s)
+            && owner.user.is_some()
+            && max_containers(r.policy, &owner).is_some(),
+        chained: toolkit_chained(r),
         owner,
-        units,
-        grant,
+        admin,
+        build,
+        request,
+        request_source,
         guard,
         limits,
         container_id: r.container_id.to_owned(),
@@ -201,6 +163,128 @@ pub fn decide(
         engine_image: r.docker.and_then(|d| d.engine.image.clone()),
         settings_file: s.named_file.clone(),
     })
+}
+
+/// The GPU host files a grant needs, read before the lock: the device nodes of every GPU in
+/// the inventory, the control nodes and majors, and NVIDIA's CDI specs.
+#[derive(Default)]
+pub struct GpuHost {
+    nodes: Vec<(String, Node)>,
+    control: Vec<Node>,
+    majors: Vec<i64>,
+    cdi: Option<cdi::Registry>,
+    dev_root: PathBuf,
+}
+
+impl GpuHost {
+    /// Reads the nodes of `inventory`'s GPUs and MIG caps under `s.dev_root`, and the CDI
+    /// registry when `with_cdi`.
+    pub fn read(s: &GpuSettings, inventory: &[Gpu], with_cdi: bool) -> Result<GpuHost> {
+        let mut nodes = Vec::new();
+        for g in inventory {
+            let rels = std::iter::once(format!("nvidia{}", g.minor)).chain(
+                g.migs.iter().flat_map(|m| m.caps.iter().map(|c| c.trim_start_matches("/dev/").to_owned())),
+            );
+            for rel in rels {
+                if let Some(n) = inventory::node(&s.dev_root, &rel) {
+                    nodes.push((rel, n));
+                }
+            }
+        }
+        let cdi = if with_cdi && !inventory.is_empty() {
+            Some(cdi::Registry::load(&s.cdi_dirs)?).filter(|r| !r.is_empty())
+        } else {
+            None
+        };
+        Ok(GpuHost {
+            nodes,
+            control: inventory::control_nodes(&s.dev_root),
+            majors: inventory::nvidia_majors(&s.dev_root),
+            cdi,
+            dev_root: s.dev_root.clone(),
+        })
+    }
+
+    fn node(&self, rel: &str) -> Option<Node> {
+        self.nodes.iter().find(|(r, _)| r == rel).map(|(_, n)| n.clone())
+    }
+}
+
+impl Gathered {
+    /// True when the container asks for GPUs.
+    pub fn wants_gpus(&self) -> bool {
+        self.request != Request::None
+    }
+
+    /// The quota the GPU decision is held to.
+    pub fn quota(&self, policy: &Policy) -> Quota {
+        if self.scheduled {
+            Quota::scheduler()
+        } else {
+            quota_as(policy, &self.owner, self.admin)
+        }
+    }
+
+    /// The GPU decision through `allocate` (under the lock in a create); none asked, none given.
+    pub fn allocate(&self, policy: &Policy, allocate: &mut Allocator) -> Result<Vec<Unit>> {
+        if !self.wants_gpus() {
+            return Ok(Vec::new());
+        }
+        allocate(&self.owner, &self.request, &self.quota(policy))
+    }
+
+    /// The decision for the modifiers, from the units granted.
+    pub fn decide(self, inventory: &[Gpu], host: &GpuHost, units: Vec<Unit>) -> Result<Decision> {
+        let grant = grant(host, inventory, &units, self.chained)?;
+        Ok(Decision { g: self, units, grant })
+    }
+}
+
+/// Everything the modifiers are given. It owns what it holds, so that the create can then
+/// patch that same document in place instead of a copy.
+pub struct Decision {
+    g: Gathered,
+    units: Vec<Unit>,
+    grant: GpuGrant,
+}
+
+impl Decision {
+    /// Runs the modifiers over `spec`; gives what changed and why.
+    pub fn apply(&self, spec: &mut Value) -> Result<Vec<Note>> {
+        let g = &self.g;
+        let ctx = Context {
+            container_id: &g.container_id,
+            owner: &g.owner,
+            systemd_cgroup: g.systemd_cgroup,
+            scope_prefix: &g.scope_prefix,
+            gpus: &self.grant,
+            guard: &g.guard,
+            limits: &g.limits,
+            engine: Engine { name: g.engine_name.as_deref(), image: g.engine_image.as_deref() },
+            settings_file: g.settings_file.as_deref(),
+            build: g.build,
+        };
+        modifiers::apply_all(&modifiers::pipeline(), spec, &ctx)
+    }
+
+    /// The plan: `spec` as [`Decision::apply`] left it.
+    pub fn into_plan(self, spec: Value, notes: Vec<Note>) -> Plan {
+        Plan { spec, owner: self.g.owner, notes, gpus: self.units.into_iter().map(|u| u.uuid).collect() }
+    }
+}
+
+/// The per-container caps of a build container that names no owner (`build` in the settings).
+pub fn build_caps(b: &crate::settings::BuildSettings) -> ContainerCaps {
+    let origin = || "build settings".to_owned();
+    ContainerCaps {
+        cpus: b.max_cpus.map(|value| Cap { value, origin: origin() }),
+        memory: b.memory.as_ref().map(|m| Cap { value: m.bytes, origin: origin() }),
+        swap: b.memory.as_ref().map(|m| Cap { value: m.bytes, origin: origin() }),
+        shm: None,
+        pids: b.pids_limit.map(|value| Cap { value, origin: origin() }),
+        shm_is_engine_default: true,
+        swap_explicit: false,
+    }
 }
 
 /// What GPUs the container asks for, and who asked: for a Kubernetes container only what the
@@ -388,72 +472,68 @@ fn cdi_names(inv: &[Gpu], u: &Unit) -> (Vec<String>, String) {
 }
 
 /// The NVIDIA CDI edits for the granted units, when a spec exists and the toolkit is not chained.
-fn cdi_edits(s: &GpuSettings, inv: &[Gpu], units: &[Unit]) -> Result<Option<cdi::Resolved>> {
-    let reg = cdi::Registry::load(&s.cdi_dirs)?;
-    if reg.is_empty() {
-        return Ok(None);
-    }
+fn cdi_edits(host: &GpuHost, inv: &[Gpu], units: &[Unit]) -> Result<Option<cdi::Resolved>> {
+    let Some(reg) = &host.cdi else { return Ok(None) };
     let names: Vec<_> = units.iter().map(|u| cdi_names(inv, u)).collect();
     let mut r = reg.resolve(&names)?;
-    cdi::fill_nodes(&mut r.edits, &s.dev_root)?;
+    cdi::fill_nodes(&mut r.edits, &host.dev_root)?;
     Ok(Some(r))
 }
 
-/// The device nodes of the granted units, read from the host's nodes, and the CDI edits.
-fn grant(s: &GpuSettings, inv: &[Gpu], units: &[Unit], chained: bool) -> Result<GpuGrant> {
+/// The device nodes of the granted units, from the nodes read before the lock, and the CDI
+/// edits.
+fn grant(host: &GpuHost, inv: &[Gpu], units: &[Unit], chained: bool) -> Result<GpuGrant> {
+    let missing = |what: String, rel: &str| {
+        Error::failed(format!("{what}: device node {} is missing", host.dev_root.join(rel).display()))
+    };
     let mut devices = Vec::new();
     for u in units {
         let g = &inv[u.gpu];
         let rel = format!("nvidia{}", g.minor);
-        let mut nodes = vec![inventory::node(&s.dev_root, &rel).ok_or_else(|| {
-            Error::failed(format!(
-                "GPU {} ({}): device node {} is missing",
-                g.index,
-                g.uuid,
-                s.dev_root.join(&rel).display()
-            ))
-        })?];
+        let mut nodes =
+            vec![host.node(&rel).ok_or_else(|| missing(format!("GPU {} ({})", g.index, g.uuid), &rel))?];
         if let Some(m) = u.mig {
             for cap in &g.migs[m].caps {
                 let rel = cap.trim_start_matches("/dev/");
-                let n: Node = inventory::node(&s.dev_root, rel).ok_or_else(|| {
-                    Error::failed(format!(
-                        "MIG {}: device node {} is missing",
-                        u.uuid,
-                        s.dev_root.join(rel).display()
-                    ))
-                })?;
-                nodes.push(n);
+                nodes.push(host.node(rel).ok_or_else(|| missing(format!("MIG {}", u.uuid), rel))?);
             }
         }
         devices.push(Granted { uuid: u.uuid.clone(), nodes });
     }
-    let (control, majors) = if devices.is_empty() {
-        (Vec::new(), inventory::nvidia_majors(&s.dev_root))
-    } else {
-        (inventory::control_nodes(&s.dev_root), inventory::nvidia_majors(&s.dev_root))
-    };
-    let cdi = if units.is_empty() || chained { None } else { cdi_edits(s, inv, units)? };
-    Ok(GpuGrant { devices, control, majors, cdi })
+    let control = if devices.is_empty() { Vec::new() } else { host.control.clone() };
+    let cdi = if units.is_empty() || chained { None } else { cdi_edits(host, inv, units)? };
+    Ok(GpuGrant { devices, control, majors: host.majors.clone(), cdi })
 }
 
 /// What the guard checks against, gathered from the settings, the engine and the filesystem.
-fn guard_input(r: &CreateInput, owner: &Owner) -> GuardInput {
+fn guard_input(r: &CreateInput, owner: &Owner, carried: &[crate::opaque::Part]) -> Result<GuardInput> {
     let s = r.settings;
     let id = r.container_id;
     let privileged = r.docker.is_some_and(|d| d.host.privileged)
         || crate::spec::annotation(r.original, "io.podman.annotations.privileged")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    // Admin rights matter only for what the guard would otherwise refuse: look them up then.
-    let allow_all_rule = crate::spec::get(r.original, &["linux", "resources", "devices"])
-        .and_then(Value::as_array)
-        .is_some_and(|rs| {
-            rs.iter()
-                .any(|x| x.get("allow").and_then(Value::as_bool) == Some(true) && x.get("major").is_none())
-        });
-    let trusted_admin = (privileged || allow_all_rule)
-        && owner.source.is_some_and(|src| s.identity.trusted_for_admin.contains(&src))
+    // Admin rights are looked up only for an owner named by a source trusted for them (none by
+    // default), so an ordinary create asks no group database here.
+    let trusted_admin = owner.source.is_some_and(|src| s.identity.trusted_for_admin.contains(&src))
         && owner.user.as_deref().is_some_and(|u| r.policy.is_admin(u));
+    let mut seccomp_extra = crate::modifiers::seccomp::Extra::default();
+    for f in &s.guard.seccomp_profiles {
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            Error::failed(format!("guard.seccomp_profiles: cannot read {}: {e}", f.display()))
+        })?;
+        seccomp_extra.add(&text).map_err(|e| {
+            Error::failed(format!("guard.seccomp_profiles: {} is not a seccomp profile: {e}", f.display()))
+        })?;
+    }
+    let device_allow = s
+        .guard
+        .device_allow
+        .iter()
+        .map(|d| {
+            parse_device(d)
+                .ok_or_else(|| Error::failed(format!("guard.device_allow: {d:?} is not `c MAJOR:MINOR`")))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let allow = s
         .guard
         .bind_allow
@@ -519,7 +599,63 @@ fn guard_input(r: &CreateInput, owner: &Owner) -> GuardInput {
         .filter(|src| src.starts_with('/'))
         .filter_map(|src| crate::realpath::canonical(Path::new(src)).ok().map(|p| (src.to_owned(), p)))
         .collect();
-    GuardInput { privileged, trusted_admin, allow, protected, engine_own, own_userdata, resolved }
+    Ok(GuardInput {
+        privileged,
+        trusted_admin,
+        allow,
+        protected,
+        engine_own,
+        own_userdata,
+        resolved,
+        carried: carried.iter().map(|(p, raw)| (*p, raw.get().to_owned())).collect(),
+        cap_allow: s.guard.cap_allow.iter().map(|c| crate::modifiers::cap_name(c)).collect(),
+        seccomp_extra,
+        apparmor: apparmor_enabled().then(|| s.guard.apparmor_profiles.clone()),
+        selinux_types: s.guard.selinux_types.clone(),
+        host_namespaces: host_namespaces(r.original),
+        device_allow,
+    })
+}
+
+/// `c MAJOR:MINOR` or `c MAJOR:*`.
+fn parse_device(d: &str) -> Option<(i64, Option<i64>)> {
+    let (typ, nums) = d.trim().split_once(' ')?;
+    let (major, minor) = nums.trim().split_once(':')?;
+    if typ != "c" {
+        return None;
+    }
+    let minor = if minor == "*" { None } else { Some(minor.parse().ok()?) };
+    Some((major.parse().ok()?, minor))
+}
+
+/// True when the host confines processes with AppArmor (runc then applies the spec's profile).
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|v| v.trim() == "Y")
+}
+
+/// The namespace types whose `path` in the spec is the host's own namespace (the one this
+/// process, started by the engine on the host, is in): joining them is sharing the host's.
+fn host_namespaces(spec: &Value) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let ours = |t: &str| {
+        let name = match t {
+            "network" => "net",
+            "mount" => "mnt",
+            other => other,
+        };
+        std::fs::metadata(format!("/proc/self/ns/{name}")).ok().map(|m| (m.dev(), m.ino()))
+    };
+    crate::spec::get(spec, &["linux", "namespaces"])
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|n| {
+            let t = n.get("type")?.as_str()?;
+            let path = n.get("path")?.as_str().filter(|p| !p.is_empty())?;
+            let theirs = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+            (theirs.is_none() || theirs == ours(t)).then(|| t.to_owned())
+        })
+        .collect()
 }
 
 /// Podman's layout: the bundle is `<graph root>/<driver>-containers/<id>/userdata`, and the
@@ -530,23 +666,6 @@ fn podman_userdata(bundle: &Path, id: &str) -> Option<(PathBuf, PathBuf)> {
     let store = container.parent().filter(|_| container.file_name().is_some_and(|n| n == id))?;
     let driver = store.file_name()?.to_str().filter(|n| n.ends_with("-containers"))?;
     Some((store.parent()?.to_path_buf(), [driver, id, "userdata"].iter().collect()))
-}
-
-/// [`plan_seen`] over `spec` itself, patched in place instead of a copy; `base` gives the rest
-/// of the input. An error before the modifiers ran (a GPU refusal the caller may retry as
-/// admin) leaves `spec` as it was.
-fn plan_in_place(
-    base: &CreateInput,
-    spec: &mut Value,
-    inventory: &[Gpu],
-    allocate: &mut Allocator,
-    seen: &mut Seen,
-    admin: bool,
-) -> Result<Plan> {
-    debug_assert!(spec.is_object(), "planned over a document a previous plan took");
-    let d = decide(&CreateInput { original: spec, ..*base }, inventory, allocate, seen, admin)?;
-    let notes = d.apply(spec)?;
-    Ok(d.into_plan(std::mem::take(spec), notes))
 }
 
 /// The bundle directory of a create: `--bundle`, else the current directory.
@@ -601,6 +720,11 @@ impl Entries {
 /// Everything `create` does before exec: returns the low-level runtime to exec. `ev` is the
 /// audit event, filled in as far as the create got (the caller records it on failure); `nvml`
 /// is asked for the inventory when its cache is stale.
+///
+/// The phases: gather from the host (bundle, policy, engine metadata, owner, guard input,
+/// inventory, device nodes, CDI) → under the allocation lock, only when GPUs or a container
+/// cap are involved: reconcile, decide, reserve → apply the pure modifiers → commit (audit,
+/// slice, bundle) or undo the reservation.
 pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn Querier) -> Result<PathBuf> {
     let id = inv
         .container_id
@@ -625,21 +749,75 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
     } else if let Some(a) = spec.get("annotations").and_then(Value::as_object) {
         ev.labels = a.clone();
     }
-    let base = CreateInput {
+    let input = CreateInput {
         settings,
         policy: &policy,
-        original: &Value::Null,
+        original: &spec,
         bundle_dir: &dir,
         container_id: id,
         systemd_cgroup: inv.systemd_cgroup,
         docker: meta.as_ref(),
     };
-    let (req, _) = gpu_request(&spec, meta.as_ref(), settings)?;
-    let local = counts_locally(&spec, settings);
-    // Everything after the plan: the audit record, the slice (cgroupfs driver), then the bundle
-    // write, last.
-    let finish = |plan: &Plan, ev: &mut Event, extra: Vec<Event>| -> Result<()> {
-        describe(ev, plan);
+
+    // 1. Gather: everything that reads the host, before any lock.
+    let g = gather(&input, bundle.carried())?;
+    ev.owner = g.owner.user.clone();
+    ev.group = g.owner.group.clone();
+    ev.identity_source = Some(g.owner.source_name().to_owned());
+    ev.slice = Some(g.owner.placement.leaf().to_owned());
+    let inv_gpus =
+        if g.wants_gpus() { inventory::load(&settings.gpu, &settings.state_dir, nvml)? } else { Vec::new() };
+    let host = GpuHost::read(&settings.gpu, &inv_gpus, g.wants_gpus() && !g.chained)?;
+    let who = Who {
+        container: id.to_owned(),
+        name: meta.as_ref().and_then(|m| m.engine.name.clone()),
+        owner: g.owner.user.clone().unwrap_or_default(),
+        group: g.owner.group.clone().unwrap_or_default(),
+        pid: std::process::id(),
+        runc_root: runc_root(inv),
+        docker: meta.is_some(),
+    };
+
+    // 2. Reserve, under the lock, only when GPUs or a container cap are involved: read,
+    //    reconcile, decide, write gpus.json. Nothing in it forks, asks NSS or resolves a path.
+    let store = Store::new(&settings.state_dir);
+    let locked = g.wants_gpus() || g.counted;
+    let mut extra: Vec<Event> = Vec::new();
+    let (units, before) = if locked {
+        let mig_per_gpu = policy.file.gpu_allocation.mig_instances_per_gpu;
+        let world = HostWorld { docker_root: settings.docker_root.clone() };
+        let now = now_secs();
+        let limit = max_containers(&policy, &g.owner);
+        let ((units, before, events), _) = store.locked(|state, waited| {
+            ev.lock_wait_ms = Some(waited.as_secs_f64() * 1000.0);
+            let before = Entries::of(state, id);
+            let mut events: Vec<Event> = alloc::reconcile(state, now, &world)
+                .iter()
+                .map(|a| gpu_event(AuditKind::Reclaim, a, "released", "its container no longer exists"))
+                .collect();
+            let pool = alloc::Pool { inv: &inv_gpus, mig_per_gpu, exclusive: settings.gpu.exclusive };
+            let units =
+                g.allocate(&policy, &mut |_, req, q| alloc::decide(state, pool, req, &who, q, now))?;
+            if g.counted {
+                alloc::admit(state, &who, limit.clone(), now)?;
+            }
+            if let Some(a) = state.allocations.iter().find(|a| a.container == id && !units.is_empty()) {
+                events.push(gpu_event(AuditKind::GpuAllocate, a, "ok", ""));
+            }
+            Ok(((units, Some(before), events), true))
+        })?;
+        extra = events;
+        (units, before)
+    } else {
+        (Vec::new(), None)
+    };
+
+    // 3. Apply the pure modifiers, then 4. commit; any failure puts the reservation back.
+    let committed = (|| {
+        let d = g.decide(&inv_gpus, &host, units)?;
+        let notes = d.apply(&mut spec)?;
+        let plan = d.into_plan(std::mem::take(&mut spec), notes);
+        describe(ev, &plan);
         let mut lines: String = extra.iter().map(Event::to_line).collect();
         let mut done = ev.clone();
         done.outcome = "allowed".into();
@@ -650,123 +828,21 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
             cgroups::ensure(&Tree::Host, &plan.owner.placement, limits.as_ref(), &settings.state_dir)?;
         }
         bundle.write(&plan.spec)?;
-        Ok(())
-    };
-    let who = |owner: &Owner| Who {
-        container: id.to_owned(),
-        name: meta.as_ref().and_then(|m| m.engine.name.clone()),
-        owner: owner.user.clone().unwrap_or_default(),
-        group: owner.group.clone().unwrap_or_default(),
-        pid: std::process::id(),
-        runc_root: runc_root(inv),
-        docker: meta.is_some(),
-    };
-    let inv_gpus = if req == Request::None {
-        Vec::new()
-    } else {
-        inventory::load(&settings.gpu, &settings.state_dir, nvml)?
-    };
-    let counted = |owner: &Owner| local && owner.user.is_some() && max_containers(&policy, owner).is_some();
-    // Without GPUs and without a container cap, no lock is taken.
-    let mut seen = Seen::default();
-    let noted = |ev: &mut Event, seen: &Seen| {
-        if let Some(o) = &seen.owner {
-            ev.owner = o.user.clone();
-            ev.group = o.group.clone();
-            ev.identity_source = Some(o.source_name().to_owned());
-            ev.slice = Some(o.placement.leaf().to_owned());
-        }
-    };
-    let plan0 = match req {
-        Request::None => {
-            match plan_in_place(&base, &mut spec, &[], &mut |_, _, _| Ok(Vec::new()), &mut seen, false) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    noted(ev, &seen);
-                    return Err(e);
-                }
-            }
-        }
-        _ => None,
-    };
-    // On success the documents are not freed (std::mem::forget): the process execs runc next,
-    // and walking them to free every node was a fifth of a create's instructions.
-    if let Some(p) = plan0.as_ref().filter(|p| !counted(&p.owner)) {
-        finish(p, ev, Vec::new())?;
-        std::mem::forget(plan0);
-    } else {
-        let mut plan0 = plan0;
-        let mig_per_gpu = policy.file.gpu_allocation.mig_instances_per_gpu;
-        let world = HostWorld { docker_root: settings.docker_root.clone() };
-        let store = Store::new(&settings.state_dir);
-        let now = now_secs();
-        // The lock covers only read, decide and write of the state: the GPUs are reserved for
-        // this container (its entry carries this pid, so a crash before runc leaves nothing for
-        // good: reconcile drops it), then the slower rest runs unlocked, and on failure the
-        // container's own entries are put back as they were. A GPU request refused under the
-        // owner's quota is tried once more, as admin, if the owner turns out to be one: that
-        // lookup (maybe LDAP) runs between the two, outside the lock.
-        let mut admin = false;
-        let reserved = loop {
-            let mut tried = Seen::default();
-            let reserved = store.locked(|state, waited| {
-                ev.lock_wait_ms = Some(ev.lock_wait_ms.unwrap_or(0.0) + waited.as_secs_f64() * 1000.0);
-                let before = Entries::of(state, id);
-                let mut extra: Vec<Event> = alloc::reconcile(state, now, &world)
-                    .iter()
-                    .map(|a| gpu_event(AuditKind::Reclaim, a, "released", "its container no longer exists"))
-                    .collect();
-                let plan = match plan0.take() {
-                    Some(p) => p,
-                    None => {
-                        let pool =
-                            alloc::Pool { inv: &inv_gpus, mig_per_gpu, exclusive: settings.gpu.exclusive };
-                        let mut allocate = |owner: &Owner, req: &Request, q: &Quota| {
-                            // On a copy: a refused try must leave nothing behind for a second one.
-                            let mut trial = state.clone();
-                            let units = alloc::decide(&mut trial, pool, req, &who(owner), q, now)?;
-                            *state = trial;
-                            Ok(units)
-                        };
-                        plan_in_place(&base, &mut spec, &inv_gpus, &mut allocate, &mut tried, admin)?
-                    }
-                };
-                describe(ev, &plan);
-                if local && plan.owner.user.is_some() {
-                    alloc::admit(state, &who(&plan.owner), max_containers(&policy, &plan.owner), now)?;
-                }
-                if let Some(a) = state.allocations.iter().find(|a| a.container == id && !plan.gpus.is_empty())
-                {
-                    extra.push(gpu_event(AuditKind::GpuAllocate, a, "ok", ""));
-                }
-                Ok(((plan, extra, before), true))
-            });
-            if tried.owner.is_some() {
-                seen = tried;
-            }
-            match reserved {
-                Err(_) if !admin && seen.admin_would_pass(&policy) => admin = true,
-                other => break other,
-            }
-        };
-        let (plan, extra, before) = match reserved {
-            Ok(((plan, extra, before), _)) => (plan, extra, before),
-            Err(e) => {
-                noted(ev, &seen);
-                return Err(e);
-            }
-        };
-        if let Err(e) = finish(&plan, ev, extra) {
-            let undone = store.locked(|state, _| {
-                before.restore(state, id);
-                Ok(((), true))
-            });
-            return Err(match undone {
-                Ok(_) => e,
-                Err(u) => e.context(format_args!("and the GPU reservation could not be undone ({u})")),
-            });
-        }
+        // On success the documents are not freed: the process execs runc next, and walking
+        // them to free every node was a fifth of a create's instructions.
         std::mem::forget(plan);
+        Ok(())
+    })();
+    if let Err(e) = committed {
+        let Some(before) = before else { return Err(e) };
+        let undone = store.locked(|state, _| {
+            before.restore(state, id);
+            Ok(((), true))
+        });
+        return Err(match undone {
+            Ok(_) => e,
+            Err(u) => e.context(format_args!("and the GPU reservation could not be undone ({u})")),
+        });
     }
     std::mem::forget(bundle);
     std::mem::forget(policy);

@@ -39,6 +39,17 @@ pub struct HostConfig {
     pub shm_size: i64,
     /// The runtime name dockerd chose.
     pub runtime: String,
+    /// `--log-driver`.
+    pub log_config: LogConfig,
+}
+
+/// The container's log driver.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct LogConfig {
+    /// Driver name (`json-file`, `none`, …).
+    #[serde(rename = "Type")]
+    pub driver: String,
 }
 
 /// One `--device` mapping.
@@ -89,6 +100,18 @@ pub struct DockerMeta {
     pub engine: EngineMeta,
     /// hostconfig.json.
     pub host: HostConfig,
+}
+
+impl DockerMeta {
+    /// A build container of Docker's classic builder: it runs the previous step's image by its
+    /// id (`sha256:…`, never a name) with the `none` log driver. Anyone can start a container
+    /// that looks the same (`docker run --log-driver none sha256:…`), so what a build
+    /// container gets must be nothing more than an ordinary one.
+    pub fn is_classic_build(&self) -> bool {
+        let image = self.engine.image.as_deref().unwrap_or("");
+        let id = image.strip_prefix("sha256:").unwrap_or("");
+        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) && self.host.log_config.driver == "none"
+    }
 }
 
 /// Reads the metadata of container `id` under `docker_root`; `None` when Docker has no such

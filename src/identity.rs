@@ -10,7 +10,7 @@ use crate::settings::{IdentitySettings, KubernetesSettings, Source, Unattributed
 use crate::spec;
 
 /// Annotation (and label) naming the owner.
-pub const USER_KEY: &str = "ds01.user";
+pub const USER_KEY: &str = crate::annotations::Key::User.as_str();
 /// Older labels naming the owner, still honoured.
 pub const LEGACY_USER_LABELS: &[&str] = &["DS01_USER", "aime.mlc.USER"];
 /// Group used when the policy names no default group (DS01's own fallback).
@@ -35,6 +35,9 @@ pub struct Clues<'a> {
     pub engine: Option<&'a EngineMeta>,
     /// The namespace map, for containers a Kubernetes CRI created.
     pub kubernetes: Option<&'a KubernetesSettings>,
+    /// A build container (Docker's classic builder): with no owner named, it goes to the
+    /// build slice instead of being refused.
+    pub build: bool,
 }
 
 impl Clues<'_> {
@@ -65,27 +68,38 @@ impl Owner {
     }
 }
 
-/// Finds the user name a single source claims, if any.
+/// Finds the user name a single source claims, if any (for labels, the first key that names
+/// one; [`claims`] gives every key).
 pub fn claim(source: Source, clues: &Clues) -> Option<String> {
+    claims(source, clues).into_iter().next().map(|(_, u)| u)
+}
+
+/// Every user name a source claims, with where it says so (`label DS01_USER`): Docker labels
+/// have three keys that name an owner, and each is a claim of its own.
+pub fn claims(source: Source, clues: &Clues) -> Vec<(String, String)> {
     let nonempty = |s: &str| {
         let t = s.trim();
         (!t.is_empty()).then(|| t.to_owned())
     };
+    let one = |u: Option<String>| u.map(|u| (source.as_str().to_owned(), u)).into_iter().collect();
     match source {
-        Source::Annotation => spec::annotation(clues.spec, USER_KEY).and_then(nonempty),
+        Source::Annotation => one(spec::annotation(clues.spec, USER_KEY).and_then(nonempty)),
         Source::Label => {
-            let labels = &clues.engine?.labels;
+            let Some(engine) = clues.engine else { return Vec::new() };
             std::iter::once(USER_KEY)
                 .chain(LEGACY_USER_LABELS.iter().copied())
-                .find_map(|k| labels.get(k).and_then(Value::as_str).and_then(nonempty))
+                .filter_map(|k| {
+                    let u = engine.labels.get(k).and_then(Value::as_str).and_then(nonempty)?;
+                    Some((format!("label {k}"), u))
+                })
+                .collect()
         }
-        Source::Name => {
-            let name = clues.engine?.name.as_deref()?;
+        Source::Name => one(clues.engine.and_then(|e| e.name.as_deref()).and_then(|name| {
             let (_, user) = name.rsplit_once("._.")?;
             nonempty(user)
-        }
-        Source::HomeMount => home_mount_user(clues.spec),
-        Source::Kubernetes => clues.namespace_owner().and_then(|o| nonempty(&o.user)),
+        })),
+        Source::HomeMount => one(home_mount_user(clues.spec)),
+        Source::Kubernetes => one(clues.namespace_owner().and_then(|o| nonempty(&o.user))),
     }
 }
 
@@ -137,25 +151,25 @@ pub fn resolve(
     clues: &Clues,
     to_login: &dyn Fn(&str) -> Result<String>,
 ) -> Result<Owner> {
-    let mut found: Option<(Source, String)> = None;
+    let mut found: Option<(Source, String, String)> = None;
     for &source in &settings.order {
-        let Some(raw) = claim(source, clues) else {
-            continue;
-        };
-        let user = to_login(&raw).map_err(|e| e.context(format_args!("owner from {}", source.as_str())))?;
-        match &found {
-            None => found = Some((source, user)),
-            Some((first, u)) if *u != user => {
-                return Err(Error::refused(format!(
-                    "owner conflict: {} says {u}, {} says {user}; a container may not run on someone else's quota",
-                    first.as_str(),
-                    source.as_str()
-                )));
+        for (said_by, raw) in claims(source, clues) {
+            let user = to_login(&raw).map_err(|e| e.context(format_args!("owner from {said_by}")))?;
+            match &found {
+                None => found = Some((source, said_by, user)),
+                Some((_, first, u)) if *u != user => {
+                    return Err(Error::refused(format!(
+                        "owner conflict: {first} says {u}, {said_by} says {user}; a container may not run on someone else's quota"
+                    )));
+                }
+                Some(_) => {}
             }
-            Some(_) => {}
         }
     }
-    let Some((source, user)) = found else {
+    let Some((source, _, user)) = found else {
+        if clues.build {
+            return Ok(Owner { user: None, group: None, source: None, placement: Placement::build() });
+        }
         return match settings.unattributed {
             Unattributed::Place => {
                 Ok(Owner { user: None, group: None, source: None, placement: Placement::unattributed() })
@@ -205,7 +219,7 @@ mod tests {
         let o = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None },
+            &Clues { spec: &spec, engine: None, kubernetes: None, build: false },
             &same,
         )
         .unwrap();
@@ -219,13 +233,23 @@ mod tests {
     fn unattributed_refuses_or_places() {
         let spec = json!({});
         let mut s = IdentitySettings::default();
-        let e = resolve(&s, &policy(), &Clues { spec: &spec, engine: None, kubernetes: None }, &same)
-            .unwrap_err();
+        let e = resolve(
+            &s,
+            &policy(),
+            &Clues { spec: &spec, engine: None, kubernetes: None, build: false },
+            &same,
+        )
+        .unwrap_err();
         assert_eq!(e.kind, crate::error::Kind::Refused);
         assert!(e.to_string().contains("no owner"));
         s.unattributed = Unattributed::Place;
-        let o =
-            resolve(&s, &policy(), &Clues { spec: &spec, engine: None, kubernetes: None }, &same).unwrap();
+        let o = resolve(
+            &s,
+            &policy(),
+            &Clues { spec: &spec, engine: None, kubernetes: None, build: false },
+            &same,
+        )
+        .unwrap();
         assert_eq!(o.placement.leaf(), "ds01-unattributed.slice");
         assert_eq!(o.source_name(), "none");
     }
@@ -234,16 +258,25 @@ mod tests {
     fn refusal_names_only_what_the_engine_can_carry() {
         let spec = json!({});
         let s = IdentitySettings::default();
-        let podman = resolve(&s, &policy(), &Clues { spec: &spec, engine: None, kubernetes: None }, &same)
-            .unwrap_err()
-            .to_string();
+        let podman = resolve(
+            &s,
+            &policy(),
+            &Clues { spec: &spec, engine: None, kubernetes: None, build: false },
+            &same,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(podman.contains("the ds01.user annotation (--annotation ds01.user=<user>)"), "{podman}");
         assert!(!podman.contains("label") && !podman.contains("._."), "{podman}");
         let meta = EngineMeta::default();
-        let docker =
-            resolve(&s, &policy(), &Clues { spec: &spec, engine: Some(&meta), kubernetes: None }, &same)
-                .unwrap_err()
-                .to_string();
+        let docker = resolve(
+            &s,
+            &policy(),
+            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None, build: false },
+            &same,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(docker.contains("the ds01.user label (--label ds01.user=<user>)"), "{docker}");
         assert!(docker.contains("a name <name>._.<user>"), "{docker}");
     }
@@ -255,11 +288,46 @@ mod tests {
         let e = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None },
+            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None, build: false },
             &same,
         )
         .unwrap_err();
         assert!(e.to_string().contains("annotation says alice, name says bob"), "{e}");
+    }
+
+    #[test]
+    fn two_owner_labels_naming_different_users_refuse() {
+        let spec = json!({});
+        for (k1, k2) in
+            [("DS01_USER", "ds01.user"), ("ds01.user", "aime.mlc.USER"), ("DS01_USER", "aime.mlc.USER")]
+        {
+            let mut labels = serde_json::Map::new();
+            labels.insert(k1.into(), json!("alice"));
+            labels.insert(k2.into(), json!("bob"));
+            let meta = EngineMeta { labels, ..Default::default() };
+            let clues = Clues { spec: &spec, engine: Some(&meta), kubernetes: None, build: false };
+            let e = resolve(&IdentitySettings::default(), &policy(), &clues, &same).unwrap_err();
+            assert!(e.to_string().starts_with("owner conflict: label "), "{e}");
+            assert!(e.to_string().contains("says alice") && e.to_string().contains("says bob"), "{e}");
+        }
+        let mut labels = serde_json::Map::new();
+        labels.insert("DS01_USER".into(), json!("alice"));
+        labels.insert("ds01.user".into(), json!("alice"));
+        let meta = EngineMeta { labels, ..Default::default() };
+        let clues = Clues { spec: &spec, engine: Some(&meta), kubernetes: None, build: false };
+        assert!(resolve(&IdentitySettings::default(), &policy(), &clues, &same).is_ok(), "same user twice");
+    }
+
+    #[test]
+    fn a_build_container_without_an_owner_goes_to_the_build_slice() {
+        let spec = json!({});
+        let clues = Clues { spec: &spec, engine: None, kubernetes: None, build: true };
+        let o = resolve(&IdentitySettings::default(), &policy(), &clues, &same).unwrap();
+        assert_eq!((o.user, o.placement.leaf()), (None, "ds01-build.slice"));
+        let spec = json!({"annotations": {"ds01.user": "rita"}});
+        let clues = Clues { spec: &spec, engine: None, kubernetes: None, build: true };
+        let o = resolve(&IdentitySettings::default(), &policy(), &clues, &same).unwrap();
+        assert_eq!(o.placement.leaf(), "ds01-researcher-rita.slice", "an owner known: the owner's slice");
     }
 
     #[test]
@@ -271,14 +339,15 @@ mod tests {
         let o = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None },
+            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None, build: false },
             &same,
         )
         .unwrap();
         assert_eq!((o.user.as_deref(), o.source_name()), (Some("carol"), "label"));
         let spec = json!({"mounts": [{"destination": "/w", "source": "/home/dave", "options": ["rbind"]}]});
         assert_eq!(
-            claim(Source::HomeMount, &Clues { spec: &spec, engine: None, kubernetes: None }).as_deref(),
+            claim(Source::HomeMount, &Clues { spec: &spec, engine: None, kubernetes: None, build: false })
+                .as_deref(),
             Some("dave")
         );
     }
@@ -289,7 +358,7 @@ mod tests {
         let e = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None },
+            &Clues { spec: &spec, engine: None, kubernetes: None, build: false },
             &same,
         )
         .unwrap_err();

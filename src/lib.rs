@@ -5,6 +5,7 @@
 //! the pipeline in [`create`]: load the bundle ([`bundle`]), resolve the owner ([`identity`]),
 //! apply the [`modifiers`] (slice, labels), write config.json atomically, then exec runc.
 
+pub mod annotations;
 pub mod argv;
 pub mod audit;
 pub mod bundle;

@@ -10,13 +10,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::time::Duration;
 
+use crate::annotations::Record;
 use crate::argv::Invocation;
 use crate::audit::{self, Event, Kind};
 use crate::clock::rfc3339;
 use crate::create::{gpu_event, runc_root};
 use crate::gpu::alloc::{self, Status};
 use crate::gpu::store::{HostWorld, Store};
-use crate::modifiers::SETTINGS_KEY;
 use crate::settings::{Located, Settings};
 
 /// The calls whose outcome is recorded.
@@ -46,7 +46,7 @@ pub fn spawn_followup(inv: &Invocation, args: &[OsString], settings: &Located) {
         // nobody else wants (the GPU lock, if it needs it, lifts it back to normal).
         crate::gpu::store::set_policy(libc::SCHED_IDLE);
         wait_for_exit(runtime_pid);
-        let before = raw.as_deref().map(Snapshot::parse).unwrap_or_default();
+        let before = raw.as_deref().map(snapshot).unwrap_or_default();
         if let Ok(s) = Settings::load(&recorded_settings(settings, &before)) {
             followup(inv, args, &s, before);
         }
@@ -97,9 +97,9 @@ fn wait_for_exit(pid: i32) {
 /// The settings file for a call that was not told one (Podman's cleanup `delete` gets neither
 /// its runtime flags nor an environment): the one the create recorded, if it is named once and
 /// only root can change it or where it points.
-fn recorded_settings(located: &Located, before: &Snapshot) -> Located {
+fn recorded_settings(located: &Located, before: &Record) -> Located {
     let recorded = (!located.explicit)
-        .then(|| before.get(SETTINGS_KEY))
+        .then(|| before.settings.clone())
         .flatten()
         .and_then(|p| crate::realpath::canonical(Path::new(&p)).ok())
         .filter(|p| root_only(p));
@@ -122,34 +122,11 @@ fn root_only(file: &Path) -> bool {
         && file.ancestors().skip(1).all(|d| std::fs::metadata(d).is_ok_and(|m| ok(&m, true)))
 }
 
-/// What runc's own state said about the container before the call: the ds01.* annotations
-/// the create left (runc keeps them as labels in `<root>/<id>/state.json`).
-#[derive(Default)]
-struct Snapshot {
-    labels: Vec<(String, String)>,
-}
-
-impl Snapshot {
-    /// Parses the labels out of runc's state.json (30 kB: runc keeps the whole spec there).
-    fn parse(state_json: &[u8]) -> Snapshot {
-        let labels = config_labels(state_json)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|l| l.as_str()?.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-            .filter(|(k, _)| k.starts_with("ds01."))
-            .collect();
-        Snapshot { labels }
-    }
-
-    /// The value of label `k`; none when it is absent or given twice (a key with `=` in it
-    /// would read as a second one).
-    fn get(&self, k: &str) -> Option<String> {
-        let mut found = self.labels.iter().filter(|(key, _)| key == k);
-        match (found.next(), found.next()) {
-            (Some((_, v)), None) => Some(v.clone()),
-            _ => None,
-        }
-    }
+/// What runc's own state said about the container before the call: the record the create
+/// left (runc keeps the annotations as labels in `<root>/<id>/state.json`).
+fn snapshot(state_json: &[u8]) -> Record {
+    let labels = config_labels(state_json).unwrap_or_default();
+    Record::parse(labels.iter().filter_map(|l| l.as_str()?.split_once('=')))
 }
 
 /// `config.labels` of runc's state.json. The bytes `"labels":[` can only be an object key
@@ -179,7 +156,7 @@ fn config_labels(state_json: &[u8]) -> Option<Vec<serde_json::Value>> {
 }
 
 /// Records the event, and for a delete runc really did, holds or releases the GPUs.
-fn followup(inv: &Invocation, args: &[OsString], settings: &Settings, before: Snapshot) {
+fn followup(inv: &Invocation, args: &[OsString], settings: &Settings, before: Record) {
     let Some(id) = inv.container_id.as_deref().and_then(|i| i.to_str()) else { return };
     let Some(kind) = inv.command(args).and_then(|c| FOLLOWED.iter().find(|(n, _)| c == *n)).map(|(_, k)| *k)
     else {
@@ -195,13 +172,13 @@ fn followup(inv: &Invocation, args: &[OsString], settings: &Settings, before: Sn
     };
     let mut ev = Event::new(kind, SystemTime::now(), outcome);
     ev.container = Some(id.to_owned());
-    ev.name = before.get("ds01.name");
-    ev.image = before.get("ds01.image");
-    ev.owner = before.get("ds01.user");
-    ev.group = before.get("ds01.group");
-    ev.slice = before.get("ds01.slice");
-    ev.identity_source = before.get("ds01.identity-source");
-    ev.gpus = before.get("ds01.gpus").map(|g| g.split(',').map(str::to_owned).collect()).unwrap_or_default();
+    ev.name = before.name;
+    ev.image = before.image;
+    ev.owner = before.user;
+    ev.group = before.group;
+    ev.slice = before.slice;
+    ev.identity_source = before.identity_source;
+    ev.gpus = before.gpus;
     if kind == Kind::Kill {
         ev.signal = Some(kill_signal(inv, args));
     }
@@ -270,34 +247,26 @@ mod tests {
 
     #[test]
     fn a_label_given_twice_is_not_believed() {
-        let state =
-            br#"{"config":{"labels":["bundle=/b","ds01.user=ann","ds01.settings=/etc/ds01/r.yaml"]}}"#;
-        let s = Snapshot::parse(state);
-        assert_eq!(s.get("ds01.user").as_deref(), Some("ann"));
-        assert_eq!(s.get(SETTINGS_KEY).as_deref(), Some("/etc/ds01/r.yaml"));
-        let twice =
-            br#"{"config":{"labels":["ds01.settings=/etc/ds01/r.yaml","ds01.settings=/home/m/x.yaml"]}}"#;
-        assert_eq!(Snapshot::parse(twice).get(SETTINGS_KEY), None);
+        let state = br#"{"config":{"labels":["bundle=/b","ds01.managed=true","ds01.user=ann","ds01.settings=/etc/ds01/r.yaml"]}}"#;
+        let s = snapshot(state);
+        assert_eq!(s.user.as_deref(), Some("ann"));
+        assert_eq!(s.settings.as_deref(), Some("/etc/ds01/r.yaml"));
+        let twice = br#"{"config":{"labels":["ds01.managed=true","ds01.settings=/etc/ds01/r.yaml","ds01.settings=/home/m/x.yaml"]}}"#;
+        assert_eq!(snapshot(twice).settings, None);
+        let unmanaged = br#"{"config":{"labels":["ds01.user=ann","ds01.name=forged"]}}"#;
+        assert_eq!(snapshot(unmanaged), Record::default(), "not written by the runtime");
     }
 
     #[test]
     fn labels_are_found_where_they_stand_and_otherwise_by_a_whole_parse() {
-        let fast = br#"{"id":"x","config":{"mounts":[{"source":"/a\"labels\":[\"ds01.user=eve\"]"}],"labels":["ds01.user=ann"],"no_new_keyring":true},"rootless":false}"#;
-        assert_eq!(
-            Snapshot::parse(fast).get("ds01.user").as_deref(),
-            Some("ann"),
-            "a key inside a string is not a key"
-        );
-        let spaced = br#"{"config": {"labels": ["ds01.user=bob"]}}"#;
-        assert_eq!(Snapshot::parse(spaced).get("ds01.user").as_deref(), Some("bob"));
-        let two = br#"{"other":{"labels":["ds01.user=eve"]},"config":{"labels":["ds01.user=cy"]}}"#;
-        assert_eq!(
-            Snapshot::parse(two).get("ds01.user").as_deref(),
-            Some("cy"),
-            "two keys: the whole file decides"
-        );
-        assert_eq!(Snapshot::parse(br#"{"config":{"labels":null}}"#).get("ds01.user"), None);
-        assert_eq!(Snapshot::parse(br#"{"config":{"labels":["ds01.user=dan""#).get("ds01.user"), None);
+        let fast = br#"{"id":"x","config":{"mounts":[{"source":"/a\"labels\":[\"ds01.user=eve\"]"}],"labels":["ds01.managed=true","ds01.user=ann"],"no_new_keyring":true},"rootless":false}"#;
+        assert_eq!(snapshot(fast).user.as_deref(), Some("ann"), "a key inside a string is not a key");
+        let spaced = br#"{"config": {"labels": ["ds01.managed=true", "ds01.user=bob"]}}"#;
+        assert_eq!(snapshot(spaced).user.as_deref(), Some("bob"));
+        let two = br#"{"other":{"labels":["ds01.user=eve"]},"config":{"labels":["ds01.managed=true","ds01.user=cy"]}}"#;
+        assert_eq!(snapshot(two).user.as_deref(), Some("cy"), "two keys: the whole file decides");
+        assert_eq!(snapshot(br#"{"config":{"labels":null}}"#).user, None);
+        assert_eq!(snapshot(br#"{"config":{"labels":["ds01.managed=true","ds01.user=dan""#).user, None);
     }
 
     #[test]

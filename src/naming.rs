@@ -46,6 +46,8 @@ pub fn sanitize(original: &str) -> Result<String> {
 pub const ROOT_SLICE: &str = "ds01.slice";
 /// The slice of containers whose owner is unknown, when the policy places them.
 pub const UNATTRIBUTED_SLICE: &str = "ds01-unattributed.slice";
+/// Where build containers that name no owner go.
+pub const BUILD_SLICE: &str = "ds01-build.slice";
 
 /// Where a container goes: the chain of slices from ds01.slice down to the owner's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +72,11 @@ impl Placement {
     /// `ds01-unattributed.slice` under `ds01.slice`.
     pub fn unattributed() -> Placement {
         Placement { slices: vec![ROOT_SLICE.to_owned(), UNATTRIBUTED_SLICE.to_owned()] }
+    }
+
+    /// `ds01-build.slice` under `ds01.slice`: build containers that name no owner.
+    pub fn build() -> Placement {
+        Placement { slices: vec![ROOT_SLICE.to_owned(), BUILD_SLICE.to_owned()] }
     }
 
     /// No slice: the container keeps the cgroup its engine chose (a Kubernetes pod's, when

@@ -145,6 +145,8 @@ pub struct Settings {
     pub gpu: GpuSettings,
     /// Host access guard.
     pub guard: GuardSettings,
+    /// Build containers that name no owner.
+    pub build: BuildSettings,
     /// Containers a Kubernetes node's CRI (containerd, CRI-O) creates.
     pub kubernetes: KubernetesSettings,
     /// This file, when it was named by flag or environment (absolute).
@@ -241,17 +243,59 @@ impl Default for GpuSettings {
     }
 }
 
-/// Host access guard: which host paths containers may bind-mount.
+/// Host access guard: which host paths containers may bind-mount, and what a non-admin's
+/// container may have beyond an engine's defaults.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GuardSettings {
     /// Roots a bind mount's source may be under; `{user}` is the owner's name.
     pub bind_allow: Vec<String>,
+    /// Capabilities allowed beyond Docker's default set (`SYS_PTRACE` or `CAP_SYS_PTRACE`).
+    pub cap_allow: Vec<String>,
+    /// Seccomp profiles (OCI or Docker JSON files) a container's profile may be as permissive
+    /// as, besides the engines' defaults.
+    pub seccomp_profiles: Vec<PathBuf>,
+    /// AppArmor profiles a container may run under; a trailing `*` matches any rest.
+    pub apparmor_profiles: Vec<String>,
+    /// SELinux process types a container may run as.
+    pub selinux_types: Vec<String>,
+    /// Character devices allowed beyond the safe set runc gives every container, as
+    /// `c MAJOR:MINOR` or `c MAJOR:*` (e.g. `c 10:229` for /dev/fuse).
+    pub device_allow: Vec<String>,
 }
 
 impl Default for GuardSettings {
     fn default() -> Self {
-        GuardSettings { bind_allow: vec!["/home/{user}".into(), "/data".into(), "/scratch".into()] }
+        GuardSettings {
+            bind_allow: vec!["/home/{user}".into(), "/data".into(), "/scratch".into()],
+            cap_allow: vec!["SYS_PTRACE".into()],
+            seccomp_profiles: Vec::new(),
+            apparmor_profiles: vec!["docker-default".into(), "containers-default-*".into()],
+            selinux_types: vec!["container_t".into(), "container_init_t".into()],
+            device_allow: Vec::new(),
+        }
+    }
+}
+
+/// Build containers (Docker's classic builder) that name no owner: their slice's limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildSettings {
+    /// CPUs per build container.
+    pub max_cpus: Option<f64>,
+    /// Memory per build container (`8g`).
+    pub memory: Option<crate::policy::Size>,
+    /// Processes per build container.
+    pub pids_limit: Option<i64>,
+}
+
+impl Default for BuildSettings {
+    fn default() -> Self {
+        BuildSettings {
+            max_cpus: Some(4.0),
+            memory: crate::policy::Size::parse("8g"),
+            pids_limit: Some(4096),
+        }
     }
 }
 
@@ -269,6 +313,7 @@ impl Default for Settings {
             identity: IdentitySettings::default(),
             gpu: GpuSettings::default(),
             guard: GuardSettings::default(),
+            build: BuildSettings::default(),
             kubernetes: KubernetesSettings::default(),
             named_file: None,
         }

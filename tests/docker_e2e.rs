@@ -50,7 +50,7 @@ fn docker_run_lands_in_each_owners_slice() {
     let o = d.run_ds01(&["--label", "ds01.user=alice", "--name", "x._.bob", IMG, "true"]);
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("ds01-runtime: owner conflict: label says alice, name says bob"),
+        stderr(&o).contains("ds01-runtime: owner conflict: label ds01.user says alice, name says bob"),
         "{}",
         stderr(&o)
     );

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::spec;
 
 /// Key of the annotation and label.
-pub const GPUS_KEY: &str = "ds01.gpus";
+pub const GPUS_KEY: &str = crate::annotations::Key::Gpus.as_str();
 
 /// A request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,16 @@ impl Request {
         if t.eq_ignore_ascii_case("all") {
             return Ok(Request::All);
         }
+        // `device=1,3` (Docker's spelling) always names devices, never a count.
+        if let Some(ids) = t.strip_prefix("device=").or_else(|| t.strip_prefix("devices=")) {
+            return Request::devices(ids.trim_matches('"').split(','), text);
+        }
         if let Ok(n) = t.parse::<u32>() {
+            if n == 0 && !count_like {
+                return Err(Error::refused(format!(
+                    "GPU request {text:?} is ambiguous: write \"none\" for no GPU, or \"device=0\" for GPU 0"
+                )));
+            }
             return Ok(if n == 0 { Request::None } else { Request::Count(n) });
         }
         let ids: Vec<String> = t.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
@@ -51,6 +60,26 @@ impl Request {
         }
         if count_like && ids.iter().enumerate().all(|(i, id)| id.parse::<usize>().ok() == Some(i)) {
             return Ok(Request::Count(ids.len() as u32));
+        }
+        Ok(Request::Devices(ids))
+    }
+
+    /// Exactly these devices (indices, UUIDs, `<gpu>:<mig>`), never read as a count; `text` is
+    /// the request as written, for the refusal.
+    pub fn devices<'a>(ids: impl IntoIterator<Item = &'a str>, text: &str) -> Result<Request> {
+        let ids: Vec<String> =
+            ids.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        let bad = |id: &String| {
+            !(id.bytes().all(|b| b.is_ascii_digit() || b == b':')
+                && !id.starts_with(':')
+                && !id.ends_with(':')
+                || id.starts_with("GPU-")
+                || id.starts_with("MIG-"))
+        };
+        if ids.is_empty() || ids.iter().any(bad) {
+            return Err(Error::refused(format!(
+                "GPU request {text:?} is not understood (device ids are indices, GPU-/MIG- UUIDs or <gpu>:<mig>)"
+            )));
         }
         Ok(Request::Devices(ids))
     }
@@ -77,7 +106,8 @@ pub fn find(
             }
             let ids = r.device_ids.clone().unwrap_or_default();
             let req = if !ids.is_empty() {
-                Request::parse(&ids.join(","), false)?
+                // --gpus '"device=1"': exactly GPU 1, never a count of one.
+                Request::devices(ids.iter().map(String::as_str), &format!("device={}", ids.join(",")))?
             } else if r.count < 0 {
                 Request::All
             } else if r.count == 0 {
@@ -109,7 +139,14 @@ mod tests {
     fn parses_every_form() {
         assert_eq!(Request::parse("2", false).unwrap(), Request::Count(2));
         assert_eq!(Request::parse("all", false).unwrap(), Request::All);
-        assert_eq!(Request::parse("0", false).unwrap(), Request::None);
+        assert!(
+            Request::parse("0", false).unwrap_err().to_string().contains("ambiguous"),
+            "never silently none"
+        );
+        assert_eq!(Request::parse("device=0", false).unwrap(), Request::Devices(vec!["0".into()]));
+        assert_eq!(Request::parse("device=1", false).unwrap(), Request::Devices(vec!["1".into()]));
+        assert_eq!(Request::parse("0", true).unwrap(), Request::None);
+        assert!(Request::parse("device=", false).is_err());
         assert_eq!(Request::parse("void", false).unwrap(), Request::None);
         assert_eq!(Request::parse("1,3", false).unwrap(), Request::Devices(vec!["1".into(), "3".into()]));
         assert_eq!(Request::parse("0,1", true).unwrap(), Request::Count(2));
@@ -142,6 +179,14 @@ mod tests {
         assert_eq!(find(&spec, Some(&d), false).unwrap(), (Request::Count(2), "docker --gpus"));
         d.host.device_requests.as_mut().unwrap()[0].count = -1;
         assert_eq!(find(&spec, Some(&d), false).unwrap().0, Request::All);
+        d.host.device_requests.as_mut().unwrap()[0].device_ids = Some(vec!["1".into()]);
+        assert_eq!(
+            find(&spec, Some(&d), false).unwrap().0,
+            Request::Devices(vec!["1".into()]),
+            "not a count"
+        );
+        d.host.device_requests.as_mut().unwrap()[0].device_ids = Some(vec!["0".into()]);
+        assert_eq!(find(&spec, Some(&d), false).unwrap().0, Request::Devices(vec!["0".into()]), "not none");
         d.host.device_requests.as_mut().unwrap()[0].device_ids = Some(vec!["GPU-x".into()]);
         assert_eq!(find(&spec, Some(&d), false).unwrap().0, Request::Devices(vec!["GPU-x".into()]));
         d.engine.labels.insert(GPUS_KEY.into(), json!("3"));

@@ -54,8 +54,6 @@ impl SpecModifier for Cdi {
         if gids > 0 {
             note("process.user.additionalGids", format!("{gids} group(s) from CDI {shown}"));
         }
-        spec::object_mut(spec, &["annotations"])?.insert("ds01.cdi".into(), Value::String(shown.clone()));
-        note("annotations.ds01.cdi", shown);
         Ok(notes)
     }
 }
@@ -268,7 +266,6 @@ mod tests {
         let mut want = before.clone();
         want.push(json!(44));
         assert_eq!(spec["process"]["user"]["additionalGids"], json!(want), "44 added once, 0 never");
-        assert_eq!(spec["annotations"]["ds01.cdi"], "nvidia.com/gpu=1");
 
         // Applying the same edits again changes nothing (a spec Podman already patched).
         let once = spec.clone();

@@ -177,7 +177,6 @@ impl SpecModifier for Gpus {
         rules.extend(rule_values);
         let shown: Vec<&str> = nodes.iter().map(|n| n.path.as_str()).collect();
         notes.push(Note { path: "linux.devices".into(), why: format!("allocated: {}", shown.join(" ")) });
-        spec::object_mut(spec, &["annotations"])?.insert("ds01.gpus".into(), Value::String(visible));
         Ok(notes)
     }
 }
@@ -248,7 +247,10 @@ mod tests {
             .iter()
             .any(|r| r["major"] == 195 && r["minor"] == 2 && r["allow"] == true && r["access"] == "rwm"));
         assert_eq!(crate::spec::env_var(&spec, "NVIDIA_VISIBLE_DEVICES"), Some("GPU-2"));
-        assert_eq!(spec["annotations"]["ds01.gpus"], "GPU-2");
+        crate::modifiers::with_test_context(&g, |ctx| {
+            crate::modifiers::Labels.apply(&mut spec, ctx).unwrap()
+        });
+        assert_eq!(spec["annotations"]["ds01.gpus"], "GPU-2", "the record names the grant");
     }
 
     #[test]

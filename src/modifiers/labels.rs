@@ -3,15 +3,14 @@
 use serde_json::Value;
 
 use super::{Context, Note, SpecModifier};
+use crate::annotations::Record;
 use crate::error::Result;
 use crate::spec;
 
-/// Annotation naming the settings file the create used, when it was named by flag or environment.
-pub const SETTINGS_KEY: &str = "ds01.settings";
-
-/// Sets ds01.user, ds01.group, ds01.slice, ds01.managed, ds01.identity-source, the engine's
-/// ds01.name and ds01.image, and ds01.settings (runc keeps them in its state, so `delete` can be
-/// recorded by name, with the right settings, after the engine has forgotten the container).
+/// Drops every `ds01.*` annotation the creator wrote and writes the runtime's own record:
+/// owner, group, slice, pod, engine name and image, granted GPUs and CDI devices, and the
+/// settings file (runc keeps them in its state, so `delete` can be recorded by name, with the
+/// right settings, after the engine has forgotten the container).
 pub struct Labels;
 
 impl SpecModifier for Labels {
@@ -21,41 +20,23 @@ impl SpecModifier for Labels {
 
     fn apply(&self, spec: &mut Value, ctx: &Context) -> Result<Vec<Note>> {
         let owner = ctx.owner;
-        let pod = crate::kubernetes::of(spec);
-        let ann = spec::object_mut(spec, &["annotations"])?;
-        // runc keeps annotations as `key=value` labels: a key like `ds01.user=x` would read as
-        // a second ds01.user there.
-        ann.retain(|k, _| !(k.starts_with("ds01.") && k.contains('=')));
-        let mut set = |k: &str, v: &str| {
-            ann.insert(k.to_owned(), Value::String(v.to_owned()));
-        };
-        if let Some(u) = &owner.user {
-            set("ds01.user", u);
-        }
-        if let Some(g) = &owner.group {
-            set("ds01.group", g);
-        }
-        if !owner.placement.is_engine_cgroup() {
-            set("ds01.slice", owner.placement.leaf());
-        }
-        if let Some(p) = &pod {
-            set("ds01.pod", &p.describe());
-        }
-        set("ds01.managed", "true");
-        set("ds01.identity-source", owner.source_name());
-        if let Some(n) = ctx.engine.name {
-            set("ds01.name", n);
-        }
-        if let Some(i) = ctx.engine.image {
-            set("ds01.image", i);
-        }
-        match ctx.settings_file.and_then(|f| f.to_str()) {
-            Some(f) => set(SETTINGS_KEY, f),
+        let pod = crate::kubernetes::of(spec).map(|p| p.describe());
+        let record = Record {
+            user: owner.user.clone(),
+            group: owner.group.clone(),
+            slice: (!owner.placement.is_engine_cgroup()).then(|| owner.placement.leaf().to_owned()),
+            pod,
+            managed: true,
+            identity_source: Some(owner.source_name().to_owned()),
+            name: ctx.engine.name.map(str::to_owned),
+            image: ctx.engine.image.map(str::to_owned),
+            build: ctx.build,
+            gpus: ctx.gpus.devices.iter().map(|d| d.uuid.clone()).collect(),
+            cdi: ctx.gpus.cdi.as_ref().map(|r| r.devices.join(",")),
             // Only the shim names it: a user's own would steer the calls that read it.
-            None => {
-                ann.shift_remove(SETTINGS_KEY);
-            }
-        }
+            settings: ctx.settings_file.and_then(|f| f.to_str()).map(str::to_owned),
+        };
+        record.write(spec::object_mut(spec, &["annotations"])?);
         Ok(vec![Note { path: "annotations".into(), why: "ownership annotations (ds01.*)".into() }])
     }
 }
@@ -63,6 +44,8 @@ impl SpecModifier for Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::annotations::Key;
+    const SETTINGS_KEY: &str = Key::Settings.as_str();
     use crate::identity::Owner;
     use crate::modifiers::{fixtures, ContainerCaps, GpuGrant, GuardInput};
     use crate::naming::Placement;
@@ -86,20 +69,34 @@ mod tests {
             limits: &ContainerCaps::default(),
             engine: crate::modifiers::Engine { name: Some("nb1"), image: Some("pytorch:2") },
             settings_file: None,
+            build: false,
         };
         let mut spec = fixtures::podman();
-        let before: Vec<String> = spec["annotations"].as_object().unwrap().keys().cloned().collect();
+        spec["annotations"]["ds01.name"] = "forged".into();
+        spec["annotations"]["ds01.pod"] = "kube-system/x/y".into();
+        spec["annotations"]["ds01.slice"] = "ds01-admin-root.slice".into();
+        let theirs = |s: &Value| -> Vec<String> {
+            s["annotations"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| !k.starts_with("ds01."))
+                .cloned()
+                .collect()
+        };
+        let before = theirs(&spec);
         Labels.apply(&mut spec, &ctx).unwrap();
         let ann = spec["annotations"].as_object().unwrap();
         let after: Vec<String> = ann.keys().cloned().collect();
-        assert_eq!(&after[..before.len()], &before[..], "existing keys keep their order");
+        assert_eq!(&after[..before.len()], &before[..], "the engine's keys keep their order, ours follow");
+        assert!(ann.get("ds01.pod").is_none(), "a creator's ds01.pod is dropped");
         assert_eq!(ann["io.container.manager"], "libpod");
         assert_eq!(ann["ds01.user"], "carol");
         assert_eq!(ann["ds01.group"], "researcher");
-        assert_eq!(ann["ds01.slice"], "ds01-researcher-carol.slice");
+        assert_eq!(ann["ds01.slice"], "ds01-researcher-carol.slice", "the runtime's slice");
         assert_eq!(ann["ds01.managed"], "true");
         assert_eq!(ann["ds01.identity-source"], "annotation");
-        assert_eq!(ann["ds01.name"], "nb1");
+        assert_eq!(ann["ds01.name"], "nb1", "the engine's name, not the creator's");
         assert_eq!(ann["ds01.image"], "pytorch:2");
         assert!(ann.get(SETTINGS_KEY).is_none(), "no settings file named, none recorded");
     }
@@ -135,6 +132,7 @@ mod tests {
             limits: &ContainerCaps::default(),
             engine: Default::default(),
             settings_file: None,
+            build: false,
         };
         let mut spec = fixtures::docker();
         assert!(spec.get("annotations").is_none());

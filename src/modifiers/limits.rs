@@ -240,6 +240,7 @@ mod tests {
             limits: c,
             engine: Default::default(),
             settings_file: None,
+            build: false,
         };
         Limits.apply(spec, &ctx)
     }

@@ -10,8 +10,8 @@ mod slice;
 
 pub use cdi::Cdi;
 pub use gpus::{is_nvidia_hook, GpuGrant, Gpus, Granted};
-pub use guard::{Guard, GuardInput};
-pub use labels::{Labels, SETTINGS_KEY};
+pub use guard::{cap_name, seccomp, Guard, GuardInput, DEFAULT_CAPS};
+pub use labels::Labels;
 pub use limits::{Cap, ContainerCaps, Limits, DOCKER_DEFAULT_SHM};
 pub use slice::SlicePlacement;
 
@@ -41,6 +41,8 @@ pub struct Context<'a> {
     /// The settings file, when the shim was told it (flag or environment): recorded on the
     /// container for the calls that are not told (Podman's cleanup `delete`).
     pub settings_file: Option<&'a std::path::Path>,
+    /// A build container (Docker's classic builder): its own slice, never GPUs.
+    pub build: bool,
 }
 
 /// What the engine calls the container (Docker's name and image), for the annotations.
@@ -111,6 +113,7 @@ pub(crate) fn with_test_context<T>(gpus: &GpuGrant, f: impl FnOnce(&Context) -> 
         limits: &limits,
         engine: Engine::default(),
         settings_file: None,
+        build: false,
     })
 }
 

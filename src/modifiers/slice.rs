@@ -66,6 +66,7 @@ mod tests {
                     limits: &ContainerCaps::default(),
                     engine: Default::default(),
                     settings_file: None,
+                    build: false,
                 };
                 let notes = SlicePlacement.apply(&mut spec, &ctx).unwrap();
                 let want = if systemd {
@@ -92,6 +93,7 @@ mod tests {
             limits: &ContainerCaps::default(),
             engine: Default::default(),
             settings_file: None,
+            build: false,
         };
         let mut spec = serde_json::json!({"ociVersion": "1.0.2"});
         SlicePlacement.apply(&mut spec, &ctx).unwrap();

@@ -1,7 +1,13 @@
 //! The guard: refuses what would go around the rules. Privileged containers (they see every
-//! device) unless the owner is a trusted admin; device cgroup rules that open every device; bind
-//! mounts of the host's system folders, engine sockets, ds01-runtime's own files, or anything
-//! outside the allowed roots (a user who can write the host's files can rewrite the policy).
+//! device) and anything beyond an engine's defaults ([`privileges`]: capabilities, seccomp,
+//! AppArmor/SELinux, host namespaces and devices, sysctls, system paths) unless the owner is a
+//! trusted admin; bind mounts of the host's system folders, engine sockets, ds01-runtime's own
+//! files, or anything outside the allowed roots (a user who can write the host's files can
+//! rewrite the policy).
+
+mod privileges;
+pub mod seccomp;
+mod seccomp_reference;
 
 use std::path::{Component, Path, PathBuf};
 
@@ -10,6 +16,8 @@ use serde_json::Value;
 use super::{Context, Note, SpecModifier};
 use crate::error::{Error, Result};
 use crate::spec;
+
+pub use privileges::{cap_name, DEFAULT_CAPS};
 
 /// What the guard knows beyond the spec, gathered at the edge.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +37,20 @@ pub struct GuardInput {
     pub own_userdata: Option<PathBuf>,
     /// Bind sources with symlinks resolved (source as written → real path).
     pub resolved: Vec<(String, PathBuf)>,
+    /// The parts of config.json carried unparsed (`opaque`): path and raw JSON, judged here.
+    pub carried: Vec<(&'static [&'static str], String)>,
+    /// Capabilities allowed beyond Docker's default set (`CAP_…`).
+    pub cap_allow: Vec<String>,
+    /// What the admin's listed seccomp profiles allow.
+    pub seccomp_extra: seccomp::Extra,
+    /// AppArmor profiles allowed, when the host has AppArmor (None: it has not).
+    pub apparmor: Option<Vec<String>>,
+    /// SELinux types allowed for a labelled container.
+    pub selinux_types: Vec<String>,
+    /// Namespace types whose path in the spec is the host's own namespace.
+    pub host_namespaces: Vec<String>,
+    /// Character devices allowed beyond the safe set: (major, minor; None for any).
+    pub device_allow: Vec<(i64, Option<i64>)>,
 }
 
 /// Applies the guard.
@@ -79,6 +101,9 @@ impl SpecModifier for Guard {
             return Err(Error::refused(format!(
                 "{what} are refused: they reach every GPU and device on the host (only admins named by a trusted source may)"
             )));
+        }
+        if !g.trusted_admin {
+            privileges::check(spec, g, ctx.gpus, crate::kubernetes::of(spec).is_some())?;
         }
         let Some(mounts) = spec::get(spec, &["mounts"]).and_then(Value::as_array) else {
             return Ok(Vec::new());
@@ -138,6 +163,7 @@ mod tests {
 
     fn input() -> GuardInput {
         GuardInput {
+            selinux_types: vec!["container_t".into()],
             allow: vec!["/home/alice".into(), "/data".into()],
             protected: vec![
                 ("/etc".into(), "a system folder"),
@@ -170,6 +196,7 @@ mod tests {
             limits: &ContainerCaps::default(),
             engine: Default::default(),
             settings_file: None,
+            build: false,
         };
         Guard.apply(spec, &ctx)
     }
@@ -231,6 +258,152 @@ mod tests {
             check(&mut fixtures::podman(), &g).is_err(),
             "without the layout, /run/containers is protected"
         );
+    }
+
+    /// A case: its name, the change to the Docker fixture, the start of the refusal.
+    type Case = (&'static str, Box<dyn Fn(&mut Value)>, &'static str);
+
+    /// The Docker fixture with one change, and the start of the refusal it must get.
+    fn refusal_table() -> Vec<Case> {
+        vec![
+            ("cap-add SYS_ADMIN", Box::new(|s: &mut Value| {
+                s["process"]["capabilities"]["bounding"].as_array_mut().unwrap().push(json!("CAP_SYS_ADMIN"))
+            }), "capability SYS_ADMIN (--cap-add) is refused"),
+            ("ambient cap", Box::new(|s: &mut Value| {
+                s["process"]["capabilities"]["ambient"] = json!(["CAP_NET_ADMIN"])
+            }), "capability NET_ADMIN (--cap-add) is refused"),
+            ("seccomp=unconfined", Box::new(|s: &mut Value| {
+                s["linux"].as_object_mut().unwrap().remove("seccomp");
+            }), "seccomp=unconfined (--security-opt) is refused"),
+            ("allow-all profile", Box::new(|s: &mut Value| {
+                s["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW"})
+            }), "this seccomp profile (--security-opt seccomp=…) is refused: its default action is SCMP_ACT_ALLOW"),
+            ("pid host", Box::new(|s: &mut Value| {
+                s["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "pid")
+            }), "pid namespace of the host (--pid host) is refused"),
+            ("ipc host", Box::new(|s: &mut Value| {
+                s["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "ipc")
+            }), "ipc namespace of the host (--ipc host) is refused"),
+            ("uts host", Box::new(|s: &mut Value| {
+                s["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "uts")
+            }), "uts namespace of the host (--uts host) is refused"),
+            ("block device", Box::new(|s: &mut Value| {
+                s["linux"]["devices"] = json!([{"path": "/dev/xd", "type": "b", "major": 7, "minor": 0}])
+            }), "block device /dev/xd (--device) is refused"),
+            ("/dev/mem", Box::new(|s: &mut Value| {
+                s["linux"]["devices"] = json!([{"path": "/dev/mem", "type": "c", "major": 1, "minor": 1}])
+            }), "device /dev/mem (--device) is refused"),
+            ("b *:* rwm", Box::new(|s: &mut Value| {
+                s["linux"]["resources"]["devices"].as_array_mut().unwrap().push(json!({"allow": true, "type": "b", "access": "rwm"}))
+            }), "device rule 'b *:* rwm' (--device-cgroup-rule) is refused"),
+            ("c 195:* rw", Box::new(|s: &mut Value| {
+                s["linux"]["resources"]["devices"].as_array_mut().unwrap().push(json!({"allow": true, "type": "c", "major": 195, "access": "rw"}))
+            }), "device rule 'c 195:* rw' (--device-cgroup-rule) is refused"),
+            ("host sysctl", Box::new(|s: &mut Value| {
+                s["linux"]["sysctl"]["vm.overcommit_memory"] = json!("1")
+            }), "sysctl vm.overcommit_memory (--sysctl) is refused"),
+            ("systempaths", Box::new(|s: &mut Value| {
+                s["linux"]["maskedPaths"] = json!([]);
+            }), "systempaths=unconfined (--security-opt) is refused: /proc/acpi"),
+            ("rw cgroup", Box::new(|s: &mut Value| {
+                for m in s["mounts"].as_array_mut().unwrap() {
+                    if m["type"] == "cgroup" { m["options"] = json!(["nosuid"]); }
+                }
+            }), "a writable cgroup mount at /sys/fs/cgroup is refused"),
+            ("oom", Box::new(|s: &mut Value| { s["process"]["oomScoreAdj"] = json!(-900) }),
+                "--oom-score-adj -900 is refused"),
+            ("selinux spc_t", Box::new(|s: &mut Value| {
+                s["process"]["selinuxLabel"] = json!("system_u:system_r:spc_t:s0")
+            }), "SELinux type spc_t (--security-opt label=…) is refused"),
+        ]
+    }
+
+    #[test]
+    fn every_route_beyond_the_defaults_is_refused_in_one_line_and_allowed_to_a_trusted_admin() {
+        for (name, change, want) in refusal_table() {
+            let mut s = fixtures::docker();
+            change(&mut s);
+            let e = check(&mut s, &input()).expect_err(name);
+            assert!(e.to_string().starts_with(want), "{name}: {e}");
+            assert!(
+                e.to_string().contains("only admins named by a trusted identity source may"),
+                "{name}: {e}"
+            );
+            assert_eq!(e.kind, crate::error::Kind::Refused, "{name}");
+            assert!(!e.to_string().contains('\n'), "{name}: one line");
+            let admin = GuardInput { trusted_admin: true, ..input() };
+            assert!(check(&mut s, &admin).is_ok(), "{name}: an admin keeps everything");
+        }
+    }
+
+    #[test]
+    fn the_engines_defaults_and_the_allowed_extras_pass() {
+        assert!(check(&mut fixtures::docker(), &input()).is_ok());
+        let mut podman = fixtures::podman();
+        let g = GuardInput {
+            own_userdata: Some(
+                [
+                    "overlay-containers",
+                    "841c42b07bba336cd3638bb6adead782a7ffbe986cd21ba10a6bfc55d6494881",
+                    "userdata",
+                ]
+                .iter()
+                .collect(),
+            ),
+            ..input()
+        };
+        assert!(check(&mut podman, &g).is_ok(), "Podman's defaults");
+        let mut s = fixtures::docker();
+        s["process"]["capabilities"]["bounding"].as_array_mut().unwrap().push(json!("CAP_SYS_PTRACE"));
+        let g = GuardInput { cap_allow: vec!["CAP_SYS_PTRACE".into()], ..input() };
+        assert!(check(&mut s, &g).is_ok(), "guard.cap_allow");
+        let mut s = fixtures::docker();
+        s["linux"]["devices"] = json!([{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]);
+        s["linux"]["resources"]["devices"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"}));
+        assert!(check(&mut s.clone(), &input()).is_err());
+        let g = GuardInput { device_allow: vec![(10, Some(229))], ..input() };
+        assert!(check(&mut s, &g).is_ok(), "guard.device_allow");
+        let mut s = fixtures::docker();
+        s["linux"]["sysctl"]["kernel.shmmax"] = json!("1");
+        s["linux"]["sysctl"]["fs.mqueue.msg_max"] = json!("1");
+        assert!(check(&mut s, &input()).is_ok(), "namespaced sysctls");
+    }
+
+    #[test]
+    fn carried_parts_are_judged_from_their_bytes() {
+        let mut s = fixtures::docker();
+        s["process"]["capabilities"] = Value::Null;
+        let g = GuardInput {
+            carried: vec![(&["process", "capabilities"][..], r#"{"bounding":["CAP_SYS_ADMIN"]}"#.to_owned())],
+            ..input()
+        };
+        let e = check(&mut s, &g).unwrap_err();
+        assert!(e.to_string().contains("capability SYS_ADMIN"), "{e}");
+        s["linux"]["seccomp"] = Value::Null;
+        let g = GuardInput {
+            carried: vec![(&["linux", "seccomp"][..], r#"{"defaultAction":"SCMP_ACT_LOG"}"#.to_owned())],
+            ..input()
+        };
+        assert!(check(&mut s, &g).unwrap_err().to_string().contains("SCMP_ACT_LOG"));
+    }
+
+    #[test]
+    fn apparmor_is_judged_only_where_the_host_has_it() {
+        let mut s = fixtures::docker();
+        s["process"]["apparmorProfile"] = json!("unconfined");
+        assert!(check(&mut s.clone(), &input()).is_ok(), "no AppArmor on the host: nothing to switch off");
+        let g = GuardInput {
+            apparmor: Some(vec!["docker-default".into(), "containers-default-*".into()]),
+            ..input()
+        };
+        assert!(check(&mut s.clone(), &g).unwrap_err().to_string().starts_with("apparmor=unconfined"));
+        s["process"]["apparmorProfile"] = json!("my-own");
+        assert!(check(&mut s.clone(), &g).unwrap_err().to_string().starts_with("AppArmor profile my-own"));
+        s["process"]["apparmorProfile"] = json!("containers-default-0.50.1");
+        assert!(check(&mut s, &g).is_ok());
     }
 
     #[test]
