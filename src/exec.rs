@@ -48,6 +48,25 @@ fn is_executable_file(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
 }
 
+/// Makes `bytes` the process's standard input (an anonymous memory file, read from its
+/// start): what this process read from its own stdin is handed on to the runtime it execs.
+pub fn stdin_from(bytes: &[u8]) -> Result<(), Error> {
+    use std::io::{Seek, Write};
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create returns a new fd (or -1) that nothing else owns.
+    let fd = unsafe { libc::memfd_create(c"ds01-stdin".as_ptr(), 0) };
+    if fd < 0 {
+        return Err(Error::failed(format!("cannot hand stdin on: {}", std::io::Error::last_os_error())));
+    }
+    // SAFETY: `fd` is ours, just created.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    f.write_all(bytes)
+        .and_then(|_| f.rewind())
+        .and_then(|_| nix::unistd::dup2_stdin(&f).map_err(std::io::Error::from))
+        .map_err(|e| Error::failed(format!("cannot hand stdin on: {e}")))?;
+    Ok(())
+}
+
 /// Resolves the configured low-level runtime to an absolute path that is not this binary.
 ///
 /// A name without '/' is looked up on `PATH`, skipping any entry that is this very program

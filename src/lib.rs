@@ -17,6 +17,7 @@ pub mod doctor;
 pub mod error;
 pub mod exec;
 pub mod explain;
+pub mod gates;
 pub mod gpu;
 pub mod gpus_report;
 pub mod identity;

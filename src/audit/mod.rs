@@ -43,6 +43,12 @@ pub enum Kind {
     GpuRelease,
     /// Stale state reclaimed (a container the engine lost).
     Reclaim,
+    /// `update` of a container's resources, allowed or refused, with the values.
+    Update,
+    /// `exec` of a process in a container, allowed or refused, with its command line.
+    Exec,
+    /// `restore` of a container from a checkpoint (the create pipeline), allowed or refused.
+    Restore,
 }
 
 impl Kind {
@@ -57,6 +63,9 @@ impl Kind {
             Kind::GpuHold => "gpu_hold",
             Kind::GpuRelease => "gpu_release",
             Kind::Reclaim => "reclaim",
+            Kind::Update => "update",
+            Kind::Exec => "exec",
+            Kind::Restore => "restore",
         }
     }
 
@@ -71,6 +80,9 @@ impl Kind {
             Kind::GpuHold => "gpu.held",
             Kind::GpuRelease => "gpu.released",
             Kind::Reclaim => "gpu.reclaimed",
+            Kind::Update => "container.update",
+            Kind::Exec => "container.exec",
+            Kind::Restore => "container.restore",
         }
     }
 }
@@ -117,6 +129,9 @@ pub struct Event {
     /// Signal, for kill.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+    /// The command line, for exec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
     /// The container's labels, on create.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub labels: Map<String, Value>,
@@ -191,7 +206,7 @@ struct Details<'a> {
     outcome: &'a str,
 }
 
-const KINDS: [Kind; 8] = [
+const KINDS: [Kind; 11] = [
     Kind::Create,
     Kind::Start,
     Kind::Kill,
@@ -200,6 +215,9 @@ const KINDS: [Kind; 8] = [
     Kind::GpuHold,
     Kind::GpuRelease,
     Kind::Reclaim,
+    Kind::Update,
+    Kind::Exec,
+    Kind::Restore,
 ];
 
 /// Appends lines to the audit log: one `write` under an exclusive flock, the file opened by

@@ -15,7 +15,7 @@ use ds01::error::{Error, Kind as ErrorKind};
 use ds01::exec::Execv;
 use ds01::gpu::nvml;
 use ds01::settings::{self, Settings};
-use ds01::{argv, create, lifecycle, passthrough, runtime_log};
+use ds01::{argv, create, gates, lifecycle, passthrough, runtime_log};
 
 /// Size classes in 8 MiB of .bss instead of an mmap per allocation; only touched pages count.
 #[global_allocator]
@@ -36,8 +36,13 @@ pub extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
 fn run(args: Vec<OsString>) -> c_int {
     let inv = argv::scan(&args);
     let located = settings::locate(&inv);
-    let err: Error = if inv.is_create(&args) && inv.container_id.is_some() && !create::already_done(&inv) {
-        let mut ev = Event::new(Kind::Create, SystemClock.now(), "allowed");
+    let command = inv.command(&args).map(|c| c.as_bytes());
+    let err: Error = if let Some(why) = &inv.uncertain {
+        // Fail closed: a call the scan cannot read for sure might start a container unpatched.
+        Error::refused(format!("{why}; refused"))
+    } else if inv.is_create(&args) && inv.container_id.is_some() && !create::already_done(&inv) {
+        let kind = if command == Some(b"restore") { Kind::Restore } else { Kind::Create };
+        let mut ev = Event::new(kind, SystemClock.now(), "allowed");
         match Settings::load(&located) {
             Ok(s) => match create::prepare(&inv, &s, &mut ev, &nvml::Helper::beside_self()) {
                 Ok(runtime) => passthrough::exec_runtime(&runtime, &inv, &args, &Execv),
@@ -48,6 +53,20 @@ fn run(args: Vec<OsString>) -> c_int {
                     e
                 }
             },
+            Err(e) => e,
+        }
+    } else if matches!(command, Some(b"update" | b"exec")) && inv.container_id.is_some() {
+        // Judged and recorded before runc runs them.
+        let judged = Settings::load(&located).and_then(|s| {
+            if command == Some(b"update") {
+                gates::update::gate(&inv, &s)
+                    .and_then(|piped| piped.map_or(Ok(()), |b| ds01::exec::stdin_from(&b)))
+            } else {
+                gates::exec::gate(&inv, &s)
+            }
+        });
+        match judged {
+            Ok(()) => passthrough::run(&inv, &args, &located, &Execv),
             Err(e) => e,
         }
     } else {
