@@ -113,10 +113,18 @@ impl Record {
     /// Drops every `ds01.*` key from `ann` (the creator's), then writes this record. runc keeps
     /// annotations as `key=value` labels, so no key of ours may hold a `=`, and none does.
     pub fn write(&self, ann: &mut Map<String, Value>) {
-        drop_creators(ann);
-        let mut set = |k: Key, v: &str| {
-            ann.insert(k.as_str().to_owned(), Value::String(v.to_owned()));
-        };
+        let ours = self.entries();
+        // The creator's ds01.* keys go; a key the runtime writes keeps its place (the creator's
+        // `ds01.user` request becomes the runtime's owner where it stood).
+        ann.retain(|k, _| !k.starts_with(PREFIX) || ours.iter().any(|(key, _)| key.as_str() == k));
+        for (k, v) in ours {
+            ann.insert(k.as_str().to_owned(), Value::String(v));
+        }
+    }
+
+    /// The keys this record writes, with their values, in [`Key::ALL`] order.
+    fn entries(&self) -> Vec<(Key, String)> {
+        let mut out = Vec::new();
         let opt = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
         for key in Key::ALL {
             let value = match key {
@@ -134,9 +142,10 @@ impl Record {
                 Key::Settings => opt(&self.settings),
             };
             if let Some(v) = value {
-                set(key, &v);
+                out.push((key, v));
             }
         }
+        out
     }
 
     /// Reads a record from `key=value` labels (runc's state). A key given twice is read as

@@ -22,7 +22,7 @@ use crate::gpu::nvml::Querier;
 use crate::gpu::request::{self, Request};
 use crate::gpu::store::{HostWorld, Store};
 use crate::gpu::Gpu;
-use crate::identity::{self, Clues, Owner};
+use crate::identity::{self, Clues, Owner, USER_KEY};
 use crate::kubernetes;
 use crate::modifiers::{
     self, Cap, ContainerCaps, Context, Engine, GpuGrant, Granted, GuardInput, Note, DOCKER_DEFAULT_SHM,
@@ -69,8 +69,15 @@ pub type Allocator<'x> = dyn FnMut(&Owner, &Request, &Quota) -> Result<Vec<Unit>
 /// Runs the whole pipeline over a copy of the spec: [`gather`], the GPU decision through
 /// `allocate`, the modifiers. `ds01ctl explain` and the tests use it; a create runs the same
 /// phases with the allocation lock around the GPU decision only.
-pub fn plan(r: &CreateInput, inventory: &[Gpu], allocate: &mut Allocator) -> Result<Plan> {
-    let g = gather(r, &[])?;
+///
+/// `carried` are the parts of config.json cut out unparsed, when `r.original` was parsed so.
+pub fn plan(
+    r: &CreateInput,
+    carried: &[crate::opaque::Part],
+    inventory: &[Gpu],
+    allocate: &mut Allocator,
+) -> Result<Plan> {
+    let g = gather(r, carried)?;
     let units = g.allocate(r.policy, allocate)?;
     let host = GpuHost::read(&r.settings.gpu, inventory, g.wants_gpus() && !g.chained)?;
     let d = g.decide(inventory, &host, units)?;
@@ -608,6 +615,8 @@ fn guard_input(r: &CreateInput, owner: &Owner, carried: &[crate::opaque::Part]) 
         own_userdata,
         resolved,
         carried: carried.iter().map(|(p, raw)| (*p, raw.get().to_owned())).collect(),
+        engine_sets_seccomp: r.docker.is_some()
+            || crate::spec::annotation(r.original, "io.container.manager") == Some("libpod"),
         cap_allow: s.guard.cap_allow.iter().map(|c| crate::modifiers::cap_name(c)).collect(),
         seccomp_extra,
         apparmor: apparmor_enabled().then(|| s.guard.apparmor_profiles.clone()),
@@ -652,8 +661,9 @@ fn host_namespaces(spec: &Value) -> Vec<String> {
         .filter_map(|n| {
             let t = n.get("type")?.as_str()?;
             let path = n.get("path")?.as_str().filter(|p| !p.is_empty())?;
-            let theirs = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
-            (theirs.is_none() || theirs == ours(t)).then(|| t.to_owned())
+            // A path that does not resolve here cannot be joined by runc either: it fails.
+            let theirs = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))?;
+            (Some(theirs) == ours(t)).then(|| t.to_owned())
         })
         .collect()
 }
@@ -749,6 +759,9 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
     } else if let Some(a) = spec.get("annotations").and_then(Value::as_object) {
         ev.labels = a.clone();
     }
+    // Only the owner and GPU requests of the creator's ds01.* keys are recorded as asked.
+    ev.labels
+        .retain(|k, _| !k.starts_with(crate::annotations::PREFIX) || k == USER_KEY || k == request::GPUS_KEY);
     let input = CreateInput {
         settings,
         policy: &policy,
@@ -856,6 +869,22 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
 mod tests {
     use super::podman_userdata;
     use std::path::{Path, PathBuf};
+
+    #[test]
+    fn a_namespace_path_to_the_hosts_own_is_the_host() {
+        let spec = serde_json::json!({"linux": {"namespaces": [
+            {"type": "pid", "path": "/proc/self/ns/pid"},
+            {"type": "ipc", "path": "/proc/1/ns/ipc"},
+            {"type": "uts", "path": "/nonexistent/ns/uts"},
+            {"type": "mount"}
+        ]}});
+        let host = super::host_namespaces(&spec);
+        assert!(host.contains(&"pid".to_owned()), "{host:?}");
+        assert!(!host.contains(&"uts".to_owned()) && !host.contains(&"mount".to_owned()), "{host:?}");
+        assert!(super::parse_device("c 10:229") == Some((10, Some(229))));
+        assert!(super::parse_device("c 136:*") == Some((136, None)));
+        assert!(super::parse_device("b 7:0").is_none() && super::parse_device("c x:1").is_none());
+    }
 
     #[test]
     fn podman_layout_is_read_from_the_bundle() {

@@ -87,7 +87,7 @@ pub fn explain(
     let mut out = String::new();
     let _ =
         writeln!(out, "explain {}{}", file.display(), user.map(|u| format!(" as {u}")).unwrap_or_default());
-    match create::plan(&input, &inv, &mut allocate) {
+    match create::plan(&input, &[], &inv, &mut allocate) {
         Err(e) => {
             let verb = if e.kind == crate::error::Kind::Refused { "refuse" } else { "fail" };
             let _ = writeln!(out, "the runtime would {verb} this container:\n  {e}");

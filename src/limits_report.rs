@@ -19,7 +19,7 @@ fn shown<T: std::fmt::Display>(r: &Resolved<T>) -> (String, String) {
 }
 
 /// The report for `user`.
-pub fn render(_settings: &Settings, policy: &Policy, user: &str) -> Result<String> {
+pub fn render(settings: &Settings, policy: &Policy, user: &str) -> Result<String> {
     let group = policy.group_of(user, FALLBACK_GROUP);
     let placement = Placement::for_owner(&naming::sanitize(&group)?, &naming::sanitize(user)?);
     let how = if policy.members.get(&group).is_some_and(|m| m.iter().any(|x| x == user)) {
@@ -92,7 +92,43 @@ pub fn render(_settings: &Settings, policy: &Policy, user: &str) -> Result<Strin
         let body: Vec<&str> = conf.lines().filter(|l| l.contains('=')).collect();
         let _ = writeln!(o, "  slice {}: {}", owner.placement.leaf(), body.join("  "));
     }
+    let trusted: Vec<&str> = settings.identity.trusted_for_admin.iter().map(|s| s.as_str()).collect();
+    let _ = writeln!(
+        o,
+        "\nbeyond an engine's defaults (capabilities, seccomp, AppArmor, host namespaces and devices)"
+    );
+    if policy.is_admin(user) && !trusted.is_empty() {
+        let _ = writeln!(o, "  everything, when named by a trusted source ({})", trusted.join(", "));
+    } else {
+        let _ = writeln!(
+            o,
+            "  nothing, but: capabilities {}; devices {}",
+            list(&settings.guard.cap_allow),
+            list(&settings.guard.device_allow)
+        );
+    }
+    let b = &settings.build;
+    let _ = writeln!(
+        o,
+        "\nbuild containers (docker build) that name no owner: /ds01.slice/{}, never GPUs",
+        naming::BUILD_SLICE
+    );
+    let _ = writeln!(
+        o,
+        "  max_cpus {}  memory {}  pids_limit {}  (build in the runtime's settings; with an owner named, the owner's slice and limits)",
+        b.max_cpus.map(|c| c.to_string()).unwrap_or_else(|| "unlimited".into()),
+        b.memory.as_ref().map(|m| m.to_string()).unwrap_or_else(|| "unlimited".into()),
+        b.pids_limit.map(|p| p.to_string()).unwrap_or_else(|| "unlimited".into()),
+    );
     Ok(o)
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 trait MapDisplay {
@@ -134,5 +170,8 @@ mod tests {
         assert!(r.contains("aggregate (group researcher): cpu_quota 24000%  memory_max 320G"), "{r}");
         let nobody = render(&Settings::default(), &p, "zed").unwrap();
         assert!(nobody.contains("in no group: default_group student"), "{nobody}");
+        assert!(r.contains("nothing, but: capabilities SYS_PTRACE; devices none"), "{r}");
+        assert!(r.contains("/ds01.slice/ds01-build.slice, never GPUs"), "{r}");
+        assert!(r.contains("max_cpus 4  memory 8g  pids_limit 4096"), "{r}");
     }
 }

@@ -38,6 +38,17 @@ fn gpus_quotas_and_leak_routes_through_docker() {
         nvidia_nodes(&d, &["--label", &label, "--gpus", "1"]),
         "nvidia-uvm nvidia-uvm-tools nvidia0 nvidiactl"
     );
+    // By index: exactly that GPU, never read as a count, never silently none.
+    assert_eq!(
+        nvidia_nodes(&d, &["--label", &label, "--gpus", "\"device=1\""]),
+        "nvidia-uvm nvidia-uvm-tools nvidia1 nvidiactl"
+    );
+    assert_eq!(
+        nvidia_nodes(&d, &["--label", &label, "--gpus", "\"device=0\""]),
+        "nvidia-uvm nvidia-uvm-tools nvidia0 nvidiactl"
+    );
+    let e = run_err(&d, &["--label", &label, "--label", "ds01.gpus=0"]);
+    assert!(e.contains("ds01-runtime: GPU request \"0\" is ambiguous"), "{e}");
     // Refusals readable in docker run.
     let e = run_err(&d, &["--label", &label, "--gpus", "2"]);
     assert!(e.contains("ds01-runtime: 2 GPUs requested; defaults allows 1 per container"), "{e}");

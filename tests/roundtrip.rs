@@ -99,7 +99,7 @@ fn pipeline_changes_only_what_it_owns() {
                 systemd_cgroup: systemd,
                 docker: None,
             };
-            let plan = create::plan(&input, &[], &mut |_, _, _| Ok(Vec::new())).unwrap();
+            let plan = create::plan(&input, &[], &[], &mut |_, _, _| Ok(Vec::new())).unwrap();
             let mut out = plan.spec.clone();
             // Undo exactly the owned changes; the rest must be the original, byte for byte.
             let had_annotations = original.get("annotations").is_some();
@@ -158,8 +158,8 @@ fn carried_parts_come_back_as_they_were_and_change_nothing_else() {
             docker: None,
         };
         let no_gpus = &mut |_: &_, _: &_, _: &_| Ok(Vec::new());
-        let over_carried = create::plan(&input(&value), &[], no_gpus).unwrap();
-        let over_full = create::plan(&input(&full), &[], no_gpus).unwrap();
+        let over_carried = create::plan(&input(&value), &parts, &[], no_gpus).unwrap();
+        let over_full = create::plan(&input(&full), &[], &[], no_gpus).unwrap();
         assert_eq!(
             minify(&spliced(&over_carried.spec)),
             minify(&serde_json::to_string(&over_full.spec).unwrap()),

@@ -39,6 +39,9 @@ pub struct GuardInput {
     pub resolved: Vec<(String, PathBuf)>,
     /// The parts of config.json carried unparsed (`opaque`): path and raw JSON, judged here.
     pub carried: Vec<(&'static [&'static str], String)>,
+    /// The engine gives every container a seccomp profile unless told not to (Docker, Podman):
+    /// none in the spec means it was switched off.
+    pub engine_sets_seccomp: bool,
     /// Capabilities allowed beyond Docker's default set (`CAP_…`).
     pub cap_allow: Vec<String>,
     /// What the admin's listed seccomp profiles allow.
@@ -102,9 +105,11 @@ impl SpecModifier for Guard {
                 "{what} are refused: they reach every GPU and device on the host (only admins named by a trusted source may)"
             )));
         }
-        if !g.trusted_admin {
-            privileges::check(spec, g, ctx.gpus, crate::kubernetes::of(spec).is_some())?;
+        // Admins named by a trusted source keep everything, host mounts included.
+        if g.trusted_admin {
+            return Ok(Vec::new());
         }
+        privileges::check(spec, g, ctx.gpus, crate::kubernetes::of(spec).is_some())?;
         let Some(mounts) = spec::get(spec, &["mounts"]).and_then(Value::as_array) else {
             return Ok(Vec::new());
         };
@@ -163,6 +168,7 @@ mod tests {
 
     fn input() -> GuardInput {
         GuardInput {
+            engine_sets_seccomp: true,
             selinux_types: vec!["container_t".into()],
             allow: vec!["/home/alice".into(), "/data".into()],
             protected: vec![
@@ -333,6 +339,8 @@ mod tests {
             assert!(!e.to_string().contains('\n'), "{name}: one line");
             let admin = GuardInput { trusted_admin: true, ..input() };
             assert!(check(&mut s, &admin).is_ok(), "{name}: an admin keeps everything");
+            let mut etc = with_bind("/etc");
+            assert!(check(&mut etc, &admin).is_ok(), "an admin's host mounts too");
         }
     }
 
@@ -353,6 +361,12 @@ mod tests {
             ..input()
         };
         assert!(check(&mut podman, &g).is_ok(), "Podman's defaults");
+        let runc_own = GuardInput { engine_sets_seccomp: false, ..input() };
+        assert!(check(&mut fixtures::runc(), &runc_own).is_ok(), "runc's own spec has no profile");
+        assert!(
+            check(&mut fixtures::runc(), &input()).is_err(),
+            "from Docker or Podman, none is switched off"
+        );
         let mut s = fixtures::docker();
         s["process"]["capabilities"]["bounding"].as_array_mut().unwrap().push(json!("CAP_SYS_PTRACE"));
         let g = GuardInput { cap_allow: vec!["CAP_SYS_PTRACE".into()], ..input() };

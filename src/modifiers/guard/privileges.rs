@@ -116,14 +116,15 @@ fn strings(v: Option<&Value>) -> Vec<&str> {
 /// Every check of this module, in order; the first refusal wins.
 pub fn check(spec: &Value, g: &GuardInput, gpus: &GpuGrant, pod: bool) -> Result<()> {
     let caps = capabilities(spec, g)?;
-    seccomp_profile(spec, g, &caps, pod)?;
+    seccomp_profile(spec, g, &caps)?;
     security_labels(spec, g)?;
     let shared = namespaces(spec, g)?;
     devices(spec, g, gpus)?;
     sysctls(spec, &shared)?;
-    system_paths(spec, g)?;
     mounts(spec)?;
+    // A Kubernetes pod's masked paths and OOM score are the kubelet's (procMount, QoS class).
     if !pod {
+        system_paths(spec, g)?;
         if let Some(adj) =
             spec::get(spec, &["process", "oomScoreAdj"]).and_then(Value::as_i64).filter(|a| *a < 0)
         {
@@ -160,7 +161,7 @@ fn capabilities(spec: &Value, g: &GuardInput) -> Result<Vec<String>> {
     Ok(all)
 }
 
-fn seccomp_profile(spec: &Value, g: &GuardInput, caps: &[String], pod: bool) -> Result<()> {
+fn seccomp_profile(spec: &Value, g: &GuardInput, caps: &[String]) -> Result<()> {
     let raw: Cow<str> = match g.carried.iter().find(|(p, _)| *p == ["linux", "seccomp"]) {
         Some((_, raw)) if spec::get(spec, &["linux", "seccomp"]).is_none_or(Value::is_null) => {
             Cow::Borrowed(raw)
@@ -171,8 +172,9 @@ fn seccomp_profile(spec: &Value, g: &GuardInput, caps: &[String], pod: bool) -> 
         },
     };
     if raw.trim() == "null" {
-        // A Kubernetes pod's profile is the kubelet's to choose (PodSecurity admission).
-        if pod {
+        // Docker and Podman give every container a profile unless told not to; runc's own
+        // spec, ctr (both root's tools) and a CRI (the kubelet chooses) may have none.
+        if !g.engine_sets_seccomp {
             return Ok(());
         }
         return Err(refused(
