@@ -96,3 +96,18 @@ echo "== a label that contradicts the name is refused too:"
 echo "   \$ docker run --label ds01.user=alice --name x._.bob ds01-demo:busybox true"
 docker_ run --rm --label ds01.user=alice --name x._.bob ds01-demo:busybox true 2>&1 | sed 's/^/   /' || true
 echo
+echo "== nothing beyond an ordinary container: an extra capability is refused, in one line:"
+echo "   \$ docker run --label ds01.user=alice --cap-add SYS_ADMIN ds01-demo:busybox true"
+docker_ run --rm --label ds01.user=alice --cap-add SYS_ADMIN ds01-demo:busybox true 2>&1 | sed 's/^/   /' || true
+echo
+echo "== and so is raising a running container above its caps:"
+id=$(docker_ run -d --label ds01.user=alice ds01-demo:busybox sleep 60)
+echo "   \$ docker update --memory 100g --memory-swap 100g <alice's container>"
+docker_ update --memory 100g --memory-swap 100g "$id" 2>&1 | sed 's/^/   /' || true
+docker_ rm -f "$id" >/dev/null
+echo
+echo "== docker build needs no labels: its steps run in ds01-build.slice"
+mkdir -p "$T/ctx" && printf 'FROM ds01-demo:busybox\nRUN grep memory /proc/self/cgroup\n' > "$T/ctx/Dockerfile"
+DOCKER_BUILDKIT=0 docker_ build -q --no-cache "$T/ctx" >/dev/null 2>&1 && echo "   built" || echo "   build failed"
+echo "   the audit log's last build step: $(grep -h '"slice":"ds01-build.slice"' "$T/events.jsonl" 2>/dev/null | tail -1 | jq -c '{event, outcome, slice}')"
+echo

@@ -138,8 +138,18 @@ pub fn gate(inv: &Invocation, settings: &Settings) -> Result<()> {
     let p = process(inv, base)?;
     let mut ev = c.event(Kind::Exec, "allowed");
     ev.command = p.args.clone().unwrap_or_default();
-    let policy = Policy::load_cached(&settings.policy, &settings.state_dir.join("cache"))?;
-    let verdict = if c.trusted_admin(settings, &policy) { Ok(()) } else { judge(&p, &own) };
+    // The policy (admin rights) is read only for a process that would be refused.
+    let verdict = match judge(&p, &own) {
+        Err(e) => {
+            let policy = Policy::load_cached(&settings.policy, &settings.state_dir.join("cache"))?;
+            if c.trusted_admin(settings, &policy) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+        ok => ok,
+    };
     recorded(settings, ev, verdict)
 }
 
