@@ -109,5 +109,5 @@ echo
 echo "== docker build needs no labels: its steps run in ds01-build.slice"
 mkdir -p "$T/ctx" && printf 'FROM ds01-demo:busybox\nRUN grep memory /proc/self/cgroup\n' > "$T/ctx/Dockerfile"
 DOCKER_BUILDKIT=0 docker_ build -q --no-cache "$T/ctx" >/dev/null 2>&1 && echo "   built" || echo "   build failed"
-echo "   the audit log's last build step: $(grep -h '"slice":"ds01-build.slice"' "$T/events.jsonl" 2>/dev/null | tail -1 | jq -c '{event, outcome, slice}')"
+echo "   the audit log's last build step: $(grep -h '"event":"create".*"slice":"ds01-build.slice"' "$T/events.jsonl" 2>/dev/null | tail -1 | jq -c '{event, outcome, slice}')"
 echo
