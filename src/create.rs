@@ -78,7 +78,10 @@ pub fn plan(
     allocate: &mut Allocator,
 ) -> Result<Plan> {
     let g = gather(r, carried)?;
-    let units = g.allocate(r.policy, allocate)?;
+    let units = match g.allocate(r.policy, false, allocate) {
+        Err(e) if g.owner_is_admin(r.policy, &e) => g.allocate(r.policy, true, allocate)?,
+        other => other?,
+    };
     let host = GpuHost::read(&r.settings.gpu, inventory, g.wants_gpus() && !g.chained)?;
     let d = g.decide(inventory, &host, units)?;
     let mut spec = r.original.clone();
@@ -87,14 +90,14 @@ pub fn plan(
 }
 
 /// Everything a create learns from the host before any lock is taken: the owner (the user
-/// database may ask NSS), whether the owner is an admin, the guard's input (mount sources
-/// resolved on disk, the admin's seccomp profiles read), the caps and the GPU request. After
-/// this nothing forks, asks NSS or resolves a path.
+/// database may ask NSS), the guard's input (mount sources resolved on disk, the admin's
+/// seccomp profiles read), the caps and the GPU request. After this nothing forks, asks NSS or
+/// resolves a path. Whether the owner is an admin (for the GPU quota) is asked only after a
+/// refusal under the owner's own quota, outside the lock ([`Gathered::owner_is_admin`]): the
+/// group lookup may fork `getent`, which every GPU create paid for otherwise.
 pub struct Gathered {
     /// Whose container it is.
     pub owner: Owner,
-    /// The owner is an admin (no GPU quota).
-    pub admin: bool,
     /// A build container of Docker's classic builder.
     pub build: bool,
     /// What GPUs it asks for.
@@ -141,8 +144,6 @@ pub fn gather(r: &CreateInput, carried: &[crate::opaque::Part]) -> Result<Gather
             "GPUs requested ({request_source}) by a container with no owner"
         )));
     }
-    let is_admin = |u: &str| r.policy.is_admin(u);
-    let admin = request != Request::None && owner.user.as_deref().is_some_and(is_admin);
     let guard = guard_input(r, &owner, carried)?;
     let limits =
         if owner.user.is_none() && build { build_caps(&s.build) } else { caps(r.policy, &owner, r.docker) };
@@ -157,7 +158,6 @@ pub fn gather(r: &CreateInput, carried: &[crate::opaque::Part]) -> Result<Gather
             && max_containers(r.policy, &owner).is_some(),
         chained: toolkit_chained(r),
         owner,
-        admin,
         build,
         request,
         request_source,
@@ -223,21 +223,30 @@ impl Gathered {
         self.request != Request::None
     }
 
-    /// The quota the GPU decision is held to.
-    pub fn quota(&self, policy: &Policy) -> Quota {
+    /// The quota the GPU decision is held to: the owner's, or none when `admin`.
+    pub fn quota(&self, policy: &Policy, admin: bool) -> Quota {
         if self.scheduled {
             Quota::scheduler()
         } else {
-            quota_as(policy, &self.owner, self.admin)
+            quota_as(policy, &self.owner, admin)
         }
     }
 
     /// The GPU decision through `allocate` (under the lock in a create); none asked, none given.
-    pub fn allocate(&self, policy: &Policy, allocate: &mut Allocator) -> Result<Vec<Unit>> {
+    pub fn allocate(&self, policy: &Policy, admin: bool, allocate: &mut Allocator) -> Result<Vec<Unit>> {
         if !self.wants_gpus() {
             return Ok(Vec::new());
         }
-        allocate(&self.owner, &self.request, &self.quota(policy))
+        allocate(&self.owner, &self.request, &self.quota(policy, admin))
+    }
+
+    /// After a GPU refusal under the owner's quota: whether to decide again as admin. Asks the
+    /// group database (maybe `getent`), so it runs outside the lock.
+    pub fn owner_is_admin(&self, policy: &Policy, refused: &Error) -> bool {
+        refused.kind == crate::error::Kind::Refused
+            && self.wants_gpus()
+            && !self.scheduled
+            && self.owner.user.as_deref().is_some_and(|u| policy.is_admin(u))
     }
 
     /// The decision for the modifiers, from the units granted.
@@ -801,24 +810,37 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
         let world = HostWorld { docker_root: settings.docker_root.clone() };
         let now = now_secs();
         let limit = max_containers(&policy, &g.owner);
-        let ((units, before, events), _) = store.locked(|state, waited| {
-            ev.lock_wait_ms = Some(waited.as_secs_f64() * 1000.0);
-            let before = Entries::of(state, id);
-            let mut events: Vec<Event> = alloc::reconcile(state, now, &world)
-                .iter()
-                .map(|a| gpu_event(AuditKind::Reclaim, a, "released", "its container no longer exists"))
-                .collect();
-            let pool = alloc::Pool { inv: &inv_gpus, mig_per_gpu, exclusive: settings.gpu.exclusive };
-            let units =
-                g.allocate(&policy, &mut |_, req, q| alloc::decide(state, pool, req, &who, q, now))?;
-            if g.counted {
-                alloc::admit(state, &who, limit.clone(), now)?;
+        // A GPU refusal under the owner's quota is decided once more as admin if the owner is
+        // one: that lookup runs between the two, outside the lock.
+        let mut gpu_refused: Option<Error> = None;
+        let mut reserve = |admin: bool, gpu_refused: &mut Option<Error>| {
+            store.locked(|state, waited| {
+                ev.lock_wait_ms = Some(ev.lock_wait_ms.unwrap_or(0.0) + waited.as_secs_f64() * 1000.0);
+                let before = Entries::of(state, id);
+                let mut events: Vec<Event> = alloc::reconcile(state, now, &world)
+                    .iter()
+                    .map(|a| gpu_event(AuditKind::Reclaim, a, "released", "its container no longer exists"))
+                    .collect();
+                let pool = alloc::Pool { inv: &inv_gpus, mig_per_gpu, exclusive: settings.gpu.exclusive };
+                let units = g
+                    .allocate(&policy, admin, &mut |_, req, q| alloc::decide(state, pool, req, &who, q, now))
+                    .inspect_err(|e| *gpu_refused = Some(e.clone()))?;
+                if g.counted {
+                    alloc::admit(state, &who, limit.clone(), now)?;
+                }
+                if let Some(a) = state.allocations.iter().find(|a| a.container == id && !units.is_empty()) {
+                    events.push(gpu_event(AuditKind::GpuAllocate, a, "ok", ""));
+                }
+                Ok(((units, Some(before), events), true))
+            })
+        };
+        let reserved = match reserve(false, &mut gpu_refused) {
+            Err(_) if gpu_refused.as_ref().is_some_and(|e| g.owner_is_admin(&policy, e)) => {
+                reserve(true, &mut None)
             }
-            if let Some(a) = state.allocations.iter().find(|a| a.container == id && !units.is_empty()) {
-                events.push(gpu_event(AuditKind::GpuAllocate, a, "ok", ""));
-            }
-            Ok(((units, Some(before), events), true))
-        })?;
+            other => other,
+        };
+        let ((units, before, events), _) = reserved?;
         extra = events;
         (units, before)
     } else {

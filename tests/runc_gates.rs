@@ -26,6 +26,22 @@ fn started(rc: &Runc, user: &str) -> String {
     id
 }
 
+/// The shim's `update` with `body` on its stdin, as containerd's go-runc sends it.
+fn update_from_stdin(rc: &Runc, args: &[&str], body: &[u8]) -> std::process::Output {
+    let mut child = std::process::Command::new(shim())
+        .env("DS01_RUNTIME_CONFIG", &rc.settings)
+        .arg("--root")
+        .arg(&rc.root)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn update_from_stdin_or_a_file_is_held_to_the_caps() {
     if !require_runc() {
@@ -36,36 +52,14 @@ fn update_from_stdin_or_a_file_is_held_to_the_caps() {
     let id = started(&rc, &user);
     assert_eq!(memory_limit(&user, &id), (32u64 << 30).to_string(), "the cap from create");
 
-    let over = br#"{"memory":{"limit":107374182400}}"#;
-    let mut child = std::process::Command::new(shim())
-        .env("DS01_RUNTIME_CONFIG", &rc.settings)
-        .arg("--root")
-        .arg(&rc.root)
-        .args(["update", "--resources=-", &id])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(over).unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o =
+        update_from_stdin(&rc, &["update", "--resources=-", &id], br#"{"memory":{"limit":107374182400}}"#);
     assert!(!o.status.success());
     assert_eq!(stderr(&o).trim(), "ds01-runtime: update: memory 100g exceeds 32g per container, defaults");
     assert_eq!(memory_limit(&user, &id), (32u64 << 30).to_string(), "unchanged");
 
     // Under the cap, from stdin: runc reads the same bytes the shim judged.
-    let under = br#"{"memory":{"limit":67108864}}"#;
-    let mut child = std::process::Command::new(shim())
-        .env("DS01_RUNTIME_CONFIG", &rc.settings)
-        .arg("--root")
-        .arg(&rc.root)
-        .args(["update", "-r", "-", &id])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(under).unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = update_from_stdin(&rc, &["update", "-r", "-", &id], br#"{"memory":{"limit":67108864}}"#);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(memory_limit(&user, &id), "67108864", "applied by runc");
 
