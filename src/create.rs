@@ -351,18 +351,20 @@ pub fn quota_as(policy: &Policy, owner: &Owner, admin: bool) -> Quota {
             hold_secs: hold(policy, user, group),
         };
     }
-    let pc = policy.resolve(user, group, |l| &l.max_mig_per_container);
+    let pc = policy.resolve(user, group, |l| &l.max_gpu_slots_per_container);
     let per_container = match pc.value {
         Nullable::Value(n) => Some((n, pc.origin.to_string())),
         Nullable::Unlimited => None,
         Nullable::Unset => Some((1, "DS01's default".into())),
     };
-    let total = match policy.resolve(user, group, |l| &l.max_mig_instances).value {
-        Nullable::Value(n) => Some(n),
+    // GPU-equivalents in whole units: a full GPU is `mig_instances_per_gpu` of them.
+    let per_gpu = policy.file.gpu_allocation.mig_instances_per_gpu;
+    let total = match policy.resolve(user, group, |l| &l.max_gpu_equivalents).value {
+        Nullable::Value(n) => Some(n.units(per_gpu)),
         Nullable::Unlimited => None,
         Nullable::Unset => Some(1),
     };
-    let agg = policy.aggregate(user, group).and_then(|(_, a)| a.gpu_limit.value().copied());
+    let agg = policy.aggregate(user, group).and_then(|(_, a)| a.gpu_limit.value().map(|g| g.units(per_gpu)));
     let per_user = match (total, agg) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

@@ -38,7 +38,10 @@ pub fn render(settings: &Settings, policy: &Policy, user: &str) -> Result<String
         ("memory_swap", shown(&policy.resolve(user, &group, |l| &l.memory_swap))),
         ("shm_size", shown(&policy.resolve(user, &group, |l| &l.shm_size))),
         ("pids_limit", shown(&policy.resolve(user, &group, |l| &l.pids_limit))),
-        ("max_mig_per_container", shown(&policy.resolve(user, &group, |l| &l.max_mig_per_container))),
+        (
+            "max_gpu_slots_per_container",
+            shown(&policy.resolve(user, &group, |l| &l.max_gpu_slots_per_container)),
+        ),
         ("allow_full_gpu", shown(&policy.resolve(user, &group, |l| &l.allow_full_gpu))),
     ];
     for (k, (v, origin)) in rows {
@@ -47,7 +50,7 @@ pub fn render(settings: &Settings, policy: &Policy, user: &str) -> Result<String
     let _ = writeln!(o, "\nper user");
     for (k, (v, origin)) in [
         ("max_containers_per_user", shown(&policy.resolve(user, &group, |l| &l.max_containers_per_user))),
-        ("max_mig_instances", shown(&policy.resolve(user, &group, |l| &l.max_mig_instances))),
+        ("max_gpu_equivalents", shown(&policy.resolve(user, &group, |l| &l.max_gpu_equivalents))),
         ("gpu_hold_after_stop", shown(&policy.resolve(user, &group, |l| &l.gpu_hold_after_stop))),
     ] {
         let _ = writeln!(o, "  {k:<26} {v:<20} {origin}");

@@ -14,17 +14,27 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::naming;
-pub use values::{Duration, Nullable, Percent, Size};
+pub use values::{Duration, GpuEq, Nullable, Percent, Size};
 
 /// Per-container and per-user limits as written in `defaults`, a group or an override.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Limits {
-    /// Max GPUs/MIG-equivalents held by the user across containers.
-    #[serde(alias = "max_gpu_slots", alias = "max_gpus_per_user")]
+    /// DS01's fair-share quota across the user's containers, in GPU-equivalents (a full GPU is
+    /// 1.0). After [`Limits::normalize`], also what an older name of this layer said.
+    pub max_gpu_equivalents: Nullable<GpuEq>,
+    /// DS01's cap on GPU/MIG units in one container. After [`Limits::normalize`], also what an
+    /// older name of this layer said.
+    pub max_gpu_slots_per_container: Nullable<u32>,
+    /// Older name of `max_gpu_equivalents` (DS01, one release).
+    pub max_gpu_slots: Nullable<u32>,
+    /// Older name of `max_gpu_equivalents`.
+    pub max_gpus_per_user: Nullable<u32>,
+    /// Legacy name of `max_gpu_equivalents` (MIG-equivalents).
     pub max_mig_instances: Nullable<u32>,
-    /// Max MIG-equivalents per container.
-    #[serde(alias = "max_gpus_per_container")]
+    /// Older name of `max_gpu_slots_per_container`.
+    pub max_gpus_per_container: Nullable<u32>,
+    /// Legacy name of `max_gpu_slots_per_container`.
     pub max_mig_per_container: Nullable<u32>,
     /// Whether a full (non-MIG) GPU may be requested.
     pub allow_full_gpu: Nullable<bool>,
@@ -47,6 +57,31 @@ pub struct Limits {
     pub aggregate: Option<Aggregate>,
 }
 
+impl Limits {
+    /// Reads the older GPU key names as DS01 does: in each layer, the first of
+    /// `max_gpu_equivalents`, `max_gpu_slots`, `max_gpus_per_user`, `max_mig_instances` that is
+    /// present, and the first of `max_gpu_slots_per_container`, `max_gpus_per_container`,
+    /// `max_mig_per_container`.
+    pub fn normalize(&mut self) {
+        if self.max_gpu_equivalents.is_unset() {
+            let old = [&self.max_gpu_slots, &self.max_gpus_per_user, &self.max_mig_instances];
+            if let Some(n) = old.into_iter().find(|n| !n.is_unset()) {
+                self.max_gpu_equivalents = match n {
+                    Nullable::Value(v) => Nullable::Value(GpuEq::from(*v)),
+                    Nullable::Unlimited => Nullable::Unlimited,
+                    Nullable::Unset => Nullable::Unset,
+                };
+            }
+        }
+        if self.max_gpu_slots_per_container.is_unset() {
+            let old = [&self.max_gpus_per_container, &self.max_mig_per_container];
+            if let Some(n) = old.into_iter().find(|n| !n.is_unset()) {
+                self.max_gpu_slots_per_container = n.clone();
+            }
+        }
+    }
+}
+
 /// Per-user aggregate limits, enforced on `ds01-<group>-<user>.slice`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default)]
@@ -59,8 +94,8 @@ pub struct Aggregate {
     pub memory_high: Nullable<Size>,
     /// Max tasks in the slice.
     pub tasks_max: Nullable<u64>,
-    /// Max GPU/MIG slots across the user's containers.
-    pub gpu_limit: Nullable<u32>,
+    /// Max GPU-equivalents across the user's containers (DS01 writes a float, `2.0`).
+    pub gpu_limit: Nullable<GpuEq>,
 }
 
 /// A group: its limits plus an optional inline member list.
@@ -120,12 +155,20 @@ pub struct PolicyFile {
     pub groups: indexmap::IndexMap<String, Option<Group>>,
     /// Inline per-user overrides.
     pub user_overrides: Option<BTreeMap<String, Option<Limits>>>,
-    /// GPU accounting.
+    /// GPU accounting (DS01's file has the key with only comments under it: null).
+    #[serde(deserialize_with = "null_is_default")]
     pub gpu_allocation: GpuAllocation,
     /// Admins.
     pub access_control: AccessControl,
     /// Enforcement switches.
     pub enforcement: Enforcement,
+}
+
+/// A section written with nothing under it (`gpu_allocation:`) is YAML null: the defaults.
+fn null_is_default<'de, D: serde::Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> std::result::Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Where a resolved value came from, for messages like "…, group student".
@@ -237,6 +280,11 @@ impl Policy {
         } else {
             yaml(text, "policy file", path, cache_dir)?
         };
+        let mut file = file;
+        file.defaults.normalize();
+        for g in file.groups.values_mut().flatten() {
+            g.limits.normalize();
+        }
         let mut policy = Policy { path: path.to_path_buf(), ..Policy::default() };
         for (name, g) in &file.groups {
             naming::sanitize(name).map_err(|e| e.context(format_args!("policy file {}", path.display())))?;
@@ -244,13 +292,17 @@ impl Policy {
             policy.members.insert(name.clone(), inline);
         }
         for (user, l) in file.user_overrides.iter().flatten() {
-            policy.overrides.insert(user.clone(), l.clone().unwrap_or_default());
+            let mut l = l.clone().unwrap_or_default();
+            l.normalize();
+            policy.overrides.insert(user.clone(), l);
         }
         if let Some(t) = overrides.filter(|t| !t.trim().is_empty()) {
             let extra: BTreeMap<String, Option<Limits>> =
                 yaml(t, "user overrides file", overrides_path, cache_dir)?;
             for (user, l) in extra {
-                policy.overrides.insert(user, l.unwrap_or_default());
+                let mut l = l.unwrap_or_default();
+                l.normalize();
+                policy.overrides.insert(user, l);
             }
         }
         if file.gpu_allocation.mig_instances_per_gpu == 0 {

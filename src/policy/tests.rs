@@ -153,3 +153,28 @@ fn cached_load_gives_the_same_policy_and_follows_edits() {
     assert!(e.to_string().contains("line 2") && e.to_string().contains("defaults.max_cpus"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ds01s_gpu_keys_and_their_older_names_resolve_as_ds01_reads_them() {
+    let text = "defaults:\n  max_gpu_equivalents: 1.0\n  max_gpu_slots_per_container: 1\n\
+                groups:\n  old:\n    max_mig_instances: 3\n    max_mig_per_container: 2\n  \
+                both:\n    max_gpu_equivalents: 2.5\n    max_gpu_slots: 9\n    max_gpus_per_container: 4\n  \
+                free:\n    max_gpu_equivalents: null\n    aggregate:\n      gpu_limit: 2.0\ngpu_allocation:\n";
+    let p = Policy::parse(text, Path::new("/p"), None, Path::new("/o")).unwrap();
+    let eq = |g: &str| p.resolve("u", g, |l| &l.max_gpu_equivalents).value.clone();
+    let pc = |g: &str| p.resolve("u", g, |l| &l.max_gpu_slots_per_container).value.clone();
+    assert_eq!(
+        eq("old"),
+        Nullable::Value(GpuEq(3.0)),
+        "an older name in a group beats the default's new one"
+    );
+    assert_eq!(pc("old"), Nullable::Value(2));
+    assert_eq!(eq("both"), Nullable::Value(GpuEq(2.5)), "the new name first within a layer");
+    assert_eq!(pc("both"), Nullable::Value(4));
+    assert_eq!(eq("free"), Nullable::Unlimited);
+    assert_eq!(GpuEq(2.5).units(1), 2, "whole GPUs within 2.5 GPU-equivalents");
+    assert_eq!(GpuEq(0.5).units(4), 2, "two of four MIG-equivalents");
+    let agg = p.aggregate("u", "free").unwrap().1.gpu_limit.value().copied();
+    assert_eq!(agg, Some(GpuEq(2.0)));
+    assert_eq!(p.file.gpu_allocation.mig_instances_per_gpu, 1, "an empty gpu_allocation: the defaults");
+}

@@ -141,6 +141,40 @@ impl<'de> Deserialize<'de> for Percent {
     }
 }
 
+/// A count of GPU-equivalents (DS01's `gpueq`): a full GPU is 1.0, written as an integer or
+/// a float (`2`, `2.0`, `0.5`).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct GpuEq(pub f64);
+
+impl From<u32> for GpuEq {
+    fn from(n: u32) -> Self {
+        GpuEq(f64::from(n))
+    }
+}
+
+impl GpuEq {
+    /// The whole units (GPUs, or MIG-equivalent slots at `per_gpu` to a GPU) it allows.
+    pub fn units(self, per_gpu: u32) -> u32 {
+        (self.0 * f64::from(per_gpu.max(1)) + 1e-9).floor().clamp(0.0, f64::from(u32::MAX)) as u32
+    }
+}
+
+impl fmt::Display for GpuEq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for GpuEq {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = NumOrStr::text(d)?;
+        match s.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Ok(GpuEq(v)),
+            _ => Err(de::Error::custom(format!("invalid GPU count {s:?} (expected e.g. 2 or 1.5)"))),
+        }
+    }
+}
+
 /// A duration: `0.25h`, `15m`, `30s`, `2d`, `1w`; a bare number means hours (as DS01's
 /// allocator reads `gpu_hold_after_stop`).
 #[derive(Debug, Clone, PartialEq)]
