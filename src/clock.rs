@@ -66,6 +66,22 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// ISO 8601 with microseconds and an explicit offset, `2026-11-22T13:00:00.123456+00:00`: what
+/// Python 3.8's `datetime.fromisoformat` (DS01's readers) accepts, unlike nanoseconds or `Z`.
+pub fn iso8601_micros(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = d.as_secs() as i64;
+    let (y, mo, da) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}.{:06}+00:00",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60,
+        d.subsec_micros()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +93,8 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-22T13:00:00.123456789Z");
         let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // leap day
         assert_eq!(rfc3339(t), "2000-02-29T00:00:00.000000000Z");
+        let t = UNIX_EPOCH + Duration::new(1_795_352_400, 123_456_789);
+        assert_eq!(iso8601_micros(t), "2026-11-22T13:00:00.123456+00:00");
     }
 
     #[test]

@@ -842,7 +842,8 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
             }
             other => other,
         };
-        let ((units, before, events), _) = reserved?;
+        let ((units, before, events), _) =
+            reserved.inspect_err(|_| ev.gpu_refused = gpu_refused.is_some())?;
         extra = events;
         (units, before)
     } else {

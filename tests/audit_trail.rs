@@ -47,12 +47,18 @@ fn a_containers_life_in_order_through_runc() {
     let mine: Vec<&Value> = seen.iter().filter(|e| e["container"] == id.as_str()).collect();
     let kinds: Vec<&str> = mine.iter().map(|e| e["event"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["create", "start", "kill", "delete"]);
+    // Read as DS01's readers read it: DS01's event names, `user`, `details.container`, and
+    // timestamps Python 3.8's datetime.fromisoformat accepts.
+    let types: Vec<&str> = mine.iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["container.create", "container.start", "container.stop", "container.remove"]);
     for e in &mine {
         assert_eq!(e["owner"], user.as_str(), "{e}");
+        assert_eq!(e["user"], user.as_str(), "{e}");
+        assert_eq!(e["details"]["container"], id.as_str(), "{e}");
         assert_eq!(e["slice"], format!("ds01-student-{user}.slice"), "{e}");
-        assert_eq!(e["event_type"].as_str().unwrap().split('.').next(), Some("container"));
         assert_eq!(e["source"], "ds01-runtime");
-        assert!(e["time"].as_str().unwrap().ends_with('Z'));
+        assert!(python38_isoformat(e["timestamp"].as_str().unwrap()), "{e}");
+        assert_eq!(e["timestamp"], e["time"]);
     }
     assert_eq!(mine[0]["outcome"], "allowed");
     assert_eq!(mine[0]["identity_source"], "annotation");

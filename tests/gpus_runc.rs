@@ -338,6 +338,15 @@ fn an_admin_is_decided_again_without_limits_after_a_quota_refusal() {
     let b = busybox_bundle(&rc.tmp.path().join("s"), "true", &[("ds01.user", &student), ("ds01.gpus", "3")]);
     let out = rc.shim(&["create", "--bundle", b.to_str().unwrap(), &unique("s")]);
     assert!(stderr(&out).contains("3 GPUs requested; defaults allows 1 per container"), "{}", stderr(&out));
+    // DS01's readers count refusals from gpu.rejected, and creates only from container.create.
+    let log = fs::read_to_string(rc.tmp.path().join("log/events.jsonl")).unwrap();
+    let types: Vec<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["user"] == student.as_str())
+        .map(|e| e["event_type"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(types, ["container.create_failed", "gpu.rejected"], "{log}");
     let b = busybox_bundle(
         &rc.tmp.path().join("a"),
         "ls /dev | grep -c '^nvidia[0-9]'",

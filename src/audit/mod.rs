@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::clock::rfc3339;
+use crate::clock::iso8601_micros;
 use crate::error::{Error, Result};
 
 /// Version of this line format.
@@ -49,6 +49,8 @@ pub enum Kind {
     Exec,
     /// `restore` of a container from a checkpoint (the create pipeline), allowed or refused.
     Restore,
+    /// A GPU request refused (beside the refused create's own line).
+    GpuReject,
 }
 
 impl Kind {
@@ -66,20 +68,26 @@ impl Kind {
             Kind::Update => "update",
             Kind::Exec => "exec",
             Kind::Restore => "restore",
+            Kind::GpuReject => "gpu_reject",
         }
     }
 
-    /// DS01's dotted `event_type`.
-    pub fn ds01_type(self) -> &'static str {
+    /// DS01's dotted `event_type` for an event with `outcome`: DS01's own names where DS01 has
+    /// the event (its monthly report counts `container.create` as created, so a refused or
+    /// failed create is `container.create_failed`); `container.update`, `container.exec` and
+    /// `container.restore` are this runtime's own.
+    pub fn ds01_type(self, outcome: &str) -> &'static str {
         match self {
-            Kind::Create => "container.create",
+            Kind::Create if outcome == "allowed" => "container.create",
+            Kind::Create => "container.create_failed",
             Kind::Start => "container.start",
-            Kind::Kill => "container.kill",
-            Kind::Delete => "container.delete",
+            Kind::Kill => "container.stop",
+            Kind::Delete => "container.remove",
             Kind::GpuAllocate => "gpu.allocated",
-            Kind::GpuHold => "gpu.held",
+            Kind::GpuHold => "gpu.hold",
             Kind::GpuRelease => "gpu.released",
-            Kind::Reclaim => "gpu.reclaimed",
+            Kind::Reclaim => "gpu.removed_stale",
+            Kind::GpuReject => "gpu.rejected",
             Kind::Update => "container.update",
             Kind::Exec => "container.exec",
             Kind::Restore => "container.restore",
@@ -140,13 +148,16 @@ pub struct Event {
     pub lock_wait_ms: Option<f64>,
     /// pid of the runtime process that recorded it.
     pub pid: u32,
+    /// The create was refused by the GPU decision: DS01's `gpu.rejected` is recorded too.
+    #[serde(skip)]
+    pub gpu_refused: bool,
 }
 
 impl Event {
     /// A new event of `kind` at `now`, outcome `outcome`.
     pub fn new(kind: Kind, now: SystemTime, outcome: &str) -> Event {
         Event {
-            time: rfc3339(now),
+            time: iso8601_micros(now),
             event: kind.as_str().into(),
             outcome: outcome.into(),
             pid: std::process::id(),
@@ -154,12 +165,23 @@ impl Event {
         }
     }
 
+    /// DS01's `gpu.rejected` line for a create the GPU decision refused, if this was one.
+    pub fn gpu_rejection(&self) -> Option<Event> {
+        self.gpu_refused.then(|| Event {
+            event: Kind::GpuReject.as_str().into(),
+            outcome: "refused".into(),
+            labels: Map::new(),
+            limits: Map::new(),
+            ..self.clone()
+        })
+    }
+
     /// The JSON line: DS01's fields first, then ours.
     pub fn to_line(&self) -> String {
         let kind = KINDS.iter().find(|k| k.as_str() == self.event).copied().unwrap_or(Kind::Create);
         let line = Line {
             timestamp: &self.time,
-            event_type: kind.ds01_type(),
+            event_type: kind.ds01_type(&self.outcome),
             schema_version: SCHEMA_VERSION,
             user: self.owner.as_deref(),
             source: "ds01-runtime",
@@ -168,6 +190,7 @@ impl Event {
                 name: self.name.as_deref(),
                 image: self.image.as_deref(),
                 reason: self.reason.as_deref(),
+                gpu: (!self.gpus.is_empty()).then(|| self.gpus.join(",")),
                 outcome: &self.outcome,
             },
             event: self,
@@ -203,10 +226,13 @@ struct Details<'a> {
     image: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
+    /// GPU UUIDs, comma-separated, as DS01's `gpu`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpu: Option<String>,
     outcome: &'a str,
 }
 
-const KINDS: [Kind; 11] = [
+const KINDS: [Kind; 12] = [
     Kind::Create,
     Kind::Start,
     Kind::Kill,
@@ -218,6 +244,7 @@ const KINDS: [Kind; 11] = [
     Kind::Update,
     Kind::Exec,
     Kind::Restore,
+    Kind::GpuReject,
 ];
 
 /// Appends lines to the audit log: one `write` under an exclusive flock, the file opened by
@@ -301,6 +328,41 @@ pub fn journal(message: &str, priority: u8, fields: &[(&str, &str)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ds01s_names_and_a_timestamp_python_38_reads() {
+        let mut e = Event::new(
+            Kind::Create,
+            std::time::UNIX_EPOCH + std::time::Duration::new(1_795_352_400, 123_456_789),
+            "refused",
+        );
+        e.container = Some("c1".into());
+        e.gpu_refused = true;
+        let line: Value = serde_json::from_str(&e.to_line()).unwrap();
+        assert_eq!(line["timestamp"], "2026-11-22T13:00:00.123456+00:00");
+        assert_eq!(
+            line["event_type"], "container.create_failed",
+            "a refused create is not counted as created"
+        );
+        let rejected: Value = serde_json::from_str(&e.gpu_rejection().unwrap().to_line()).unwrap();
+        assert_eq!(rejected["event_type"], "gpu.rejected");
+        assert_eq!(rejected["details"]["container"], "c1");
+        e.outcome = "allowed".into();
+        e.gpus = vec!["GPU-1".into(), "GPU-2".into()];
+        let line: Value = serde_json::from_str(&e.to_line()).unwrap();
+        assert_eq!(
+            (line["event_type"].as_str(), line["details"]["gpu"].as_str()),
+            (Some("container.create"), Some("GPU-1,GPU-2"))
+        );
+        for (k, want) in [
+            (Kind::Kill, "container.stop"),
+            (Kind::Delete, "container.remove"),
+            (Kind::GpuHold, "gpu.hold"),
+            (Kind::Reclaim, "gpu.removed_stale"),
+        ] {
+            assert_eq!(k.ds01_type("ok"), want);
+        }
+    }
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
@@ -312,8 +374,8 @@ mod tests {
         let line = e.to_line();
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
         let v: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["timestamp"], "2026-11-22T13:00:00.000000000Z");
-        assert_eq!(v["event_type"], "container.create");
+        assert_eq!(v["timestamp"], "2026-11-22T13:00:00.000000+00:00");
+        assert_eq!(v["event_type"], "container.create_failed");
         assert_eq!(v["schema_version"], "1");
         assert_eq!(v["user"], "alice");
         assert_eq!(v["source"], "ds01-runtime");
@@ -342,9 +404,9 @@ mod tests {
         e.labels.insert("ds01.user".into(), Value::from("bo"));
         e.lock_wait_ms = Some(0.25);
         let want = concat!(
-            r#"{"timestamp":"2026-11-22T13:00:00.000000000Z","event_type":"gpu.allocated","schema_version":"1","#,
+            r#"{"timestamp":"2026-11-22T13:00:00.000000+00:00","event_type":"gpu.allocated","schema_version":"1","#,
             r#""user":"bo","source":"ds01-runtime","details":{"container":"c1","name":"n","image":"img:1","#,
-            r#""reason":"r","outcome":"ok"},"time":"2026-11-22T13:00:00.000000000Z","event":"gpu_allocate","#,
+            r#""reason":"r","gpu":"GPU-1","outcome":"ok"},"time":"2026-11-22T13:00:00.000000+00:00","event":"gpu_allocate","#,
             r#""container":"c1","name":"n","image":"img:1","owner":"bo","group":"student","identity_source":"label","#,
             r#""slice":"ds01-student-bo.slice","gpus":["GPU-1"],"limits":{"memory":34359738368},"outcome":"ok","#,
             r#""reason":"r","signal":"KILL","labels":{"ds01.user":"bo"},"lock_wait_ms":0.25,"pid":7}"#,

@@ -49,7 +49,11 @@ fn run(args: Vec<OsString>) -> c_int {
                 Err(e) => {
                     ev.outcome = if e.kind == ErrorKind::Refused { "refused" } else { "error" }.into();
                     ev.reason = Some(e.to_string());
-                    audit::record_quietly(&s, &ev.to_line());
+                    let mut lines = ev.to_line();
+                    if let Some(rejected) = ev.gpu_rejection() {
+                        lines.push_str(&rejected.to_line());
+                    }
+                    audit::record_quietly(&s, &lines);
                     e
                 }
             },

@@ -350,6 +350,40 @@ pub fn audit_events(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// True when Python 3.8's `datetime.fromisoformat` (DS01's readers) accepts `s`:
+/// `YYYY-MM-DDTHH:MM:SS`, then `.fff` or `.ffffff`, then `±HH:MM` (no `Z`, no nanoseconds).
+pub fn python38_isoformat(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
+    if b.len() < 19 || !digits(0..4) || b[4] != b'-' || !digits(5..7) || b[7] != b'-' || !digits(8..10) {
+        return false;
+    }
+    if b[10] != b'T'
+        || !digits(11..13)
+        || b[13] != b':'
+        || !digits(14..16)
+        || b[16] != b':'
+        || !digits(17..19)
+    {
+        return false;
+    }
+    let mut rest = &s[19..];
+    if let Some(r) = rest.strip_prefix('.') {
+        let n = r.bytes().take_while(u8::is_ascii_digit).count();
+        if n != 3 && n != 6 {
+            return false;
+        }
+        rest = &r[n..];
+    }
+    let o = rest.as_bytes();
+    rest.is_empty()
+        || (o.len() == 6
+            && matches!(o[0], b'+' | b'-')
+            && o[1..3].iter().all(u8::is_ascii_digit)
+            && o[3] == b':'
+            && o[4..6].iter().all(u8::is_ascii_digit))
+}
+
 /// The `event` events of `container` among `events`.
 pub fn events_of<'a>(
     events: &'a [serde_json::Value],
