@@ -116,7 +116,14 @@ impl Record {
         let ours = self.entries();
         // The creator's ds01.* keys go; a key the runtime writes keeps its place (the creator's
         // `ds01.user` request becomes the runtime's owner where it stood).
-        ann.retain(|k, _| !k.starts_with(PREFIX) || ours.iter().any(|(key, _)| key.as_str() == k));
+        // runc keeps annotations as `key=value` labels beside its own `bundle=<dir>`, and reads
+        // the first `bundle=` it finds: a creator's `bundle` key, or any key with a `=`, would
+        // read as another label there.
+        ann.retain(|k, _| {
+            k != "bundle"
+                && !k.contains('=')
+                && (!k.starts_with(PREFIX) || ours.iter().any(|(key, _)| key.as_str() == k))
+        });
         for (k, v) in ours {
             ann.insert(k.as_str().to_owned(), Value::String(v));
         }
@@ -209,7 +216,9 @@ mod tests {
             "ds01.slice": "ds01-admin-root.slice",
             "ds01.pod": "kube-system/x/y",
             "ds01.whatever": "z",
-            "ds01.user=eve": ""
+            "ds01.user=eve": "",
+            "bundle": "/home/eve/x",
+            "a=b": "c"
         });
         let rec = Record {
             user: Some("alice".into()),
@@ -226,6 +235,10 @@ mod tests {
         assert_eq!(map["io.x"], "1", "others kept");
         assert!(map.get("ds01.name").is_none() && map.get("ds01.pod").is_none());
         assert!(map.get("ds01.whatever").is_none() && map.get("ds01.user=eve").is_none());
+        assert!(
+            map.get("bundle").is_none() && map.get("a=b").is_none(),
+            "no key that reads as runc's labels"
+        );
         let labels: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())).collect();
         assert_eq!(Record::parse(labels), rec);
     }

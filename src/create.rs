@@ -77,6 +77,11 @@ pub fn plan(
     inventory: &[Gpu],
     allocate: &mut Allocator,
 ) -> Result<Plan> {
+    let mut spec = r.original.clone();
+    if r.docker.is_some() || crate::spec::annotation(&spec, "io.container.manager") == Some("libpod") {
+        kubernetes::forget_claimed_pod(&mut spec);
+    }
+    let r = &CreateInput { original: &spec, ..*r };
     let g = gather(r, carried)?;
     let units = match g.allocate(r.policy, false, allocate) {
         Err(e) if g.owner_is_admin(r.policy, &e) => g.allocate(r.policy, true, allocate)?,
@@ -84,7 +89,7 @@ pub fn plan(
     };
     let host = GpuHost::read(&r.settings.gpu, inventory, g.wants_gpus() && !g.chained)?;
     let d = g.decide(inventory, &host, units)?;
-    let mut spec = r.original.clone();
+    let mut spec = spec.clone();
     let notes = d.apply(&mut spec)?;
     Ok(d.into_plan(spec, notes))
 }
@@ -617,7 +622,15 @@ fn guard_input(r: &CreateInput, owner: &Owner, carried: &[crate::opaque::Part]) 
         .filter(|src| src.starts_with('/'))
         .filter_map(|src| crate::realpath::canonical(Path::new(src)).ok().map(|p| (src.to_owned(), p)))
         .collect();
+    let host_volumes = crate::spec::get(r.original, &["mounts"])
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("source").and_then(Value::as_str))
+        .filter_map(|src| host_volume(&s.docker_root, src).map(|what| (src.to_owned(), what)))
+        .collect();
     Ok(GuardInput {
+        host_volumes,
         privileged,
         trusted_admin,
         allow,
@@ -634,6 +647,76 @@ fn guard_input(r: &CreateInput, owner: &Owner, carried: &[crate::opaque::Part]) 
         selinux_types: s.guard.selinux_types.clone(),
         host_namespaces: host_namespaces(r.original),
         device_allow,
+    })
+}
+
+/// What a Docker volume under `<docker_root>/volumes/<name>/_data` mounts, when its local
+/// driver options (`opts.json`) make it a bind of a host path, a host device or a kernel file
+/// system; network and tmpfs volumes pass.
+fn host_volume(docker_root: &Path, src: &str) -> Option<String> {
+    let rest = Path::new(src).strip_prefix(docker_root.join("volumes")).ok()?;
+    let name = rest.components().next()?.as_os_str().to_str()?;
+    let text = std::fs::read_to_string(docker_root.join("volumes").join(name).join("opts.json")).ok()?;
+    let opts: serde_json::Map<String, Value> = serde_json::from_str(&text).ok()?;
+    let get = |k: &str| opts.get(k).and_then(Value::as_str).unwrap_or("").trim().to_owned();
+    let (typ, device, o) = (get("MountType").to_ascii_lowercase(), get("MountDevice"), get("MountOpts"));
+    const KERNEL: &[&str] = &[
+        "proc",
+        "sysfs",
+        "cgroup",
+        "cgroup2",
+        "devpts",
+        "devtmpfs",
+        "debugfs",
+        "securityfs",
+        "tracefs",
+        "bpf",
+        "configfs",
+        "mqueue",
+        "hugetlbfs",
+        "overlay",
+        "fusectl",
+        "pstore",
+        "efivarfs",
+    ];
+    let bind = typ == "none" || o.split(',').any(|x| matches!(x.trim(), "bind" | "rbind"));
+    if bind || device.starts_with('/') || KERNEL.contains(&typ.as_str()) {
+        Some(format!(
+            "{} {}",
+            if typ.is_empty() { "device" } else { &typ },
+            if device.is_empty() { "-" } else { &device }
+        ))
+    } else {
+        None
+    }
+}
+
+/// A `restore` by a non-admin may not bring its own CRIU image (it restores the credentials
+/// and capabilities stored in it) or its own LSM profile: the image must be the engine's.
+fn restore_refusal(inv: &Invocation, settings: &Settings) -> Option<Error> {
+    for flag in ["lsm-profile", "lsm-mount-context"] {
+        if inv.flag(&[flag]).is_some() {
+            return Some(Error::refused(format!(
+                "restore --{flag} is refused: only admins named by a trusted identity source may choose the restored container's security labels"
+            )));
+        }
+    }
+    let image = inv.flag(&["image-path"]).map(Path::new).unwrap_or(Path::new("checkpoint"));
+    let real = crate::realpath::canonical(image).ok();
+    let engine_dirs = [
+        settings.docker_root.clone(),
+        PathBuf::from("/var/lib/docker"),
+        PathBuf::from("/var/lib/containers"),
+        PathBuf::from("/var/lib/containerd"),
+        PathBuf::from("/run/containerd"),
+        PathBuf::from("/run/containers"),
+    ];
+    let engines = real.as_deref().is_some_and(|r| engine_dirs.iter().any(|d| r.starts_with(d)));
+    (!engines).then(|| {
+        Error::refused(format!(
+            "restore from {} is refused: a checkpoint image outside the engine's own folders restores whatever credentials it holds; only admins named by a trusted identity source may",
+            image.display()
+        ))
     })
 }
 
@@ -773,6 +856,10 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
     // Only the owner and GPU requests of the creator's ds01.* keys are recorded as asked.
     ev.labels
         .retain(|k, _| !k.starts_with(crate::annotations::PREFIX) || k == USER_KEY || k == request::GPUS_KEY);
+    // Pod annotations on a Docker or Podman container are the creator's claim, not a kubelet's.
+    if meta.is_some() || crate::spec::annotation(&spec, "io.container.manager") == Some("libpod") {
+        kubernetes::forget_claimed_pod(&mut spec);
+    }
     let input = CreateInput {
         settings,
         policy: &policy,
@@ -789,6 +876,11 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
     ev.group = g.owner.group.clone();
     ev.identity_source = Some(g.owner.source_name().to_owned());
     ev.slice = Some(g.owner.placement.leaf().to_owned());
+    if ev.event == AuditKind::Restore.as_str() && !g.guard.trusted_admin {
+        if let Some(e) = restore_refusal(inv, settings) {
+            return Err(e);
+        }
+    }
     let inv_gpus =
         if g.wants_gpus() { inventory::load(&settings.gpu, &settings.state_dir, nvml)? } else { Vec::new() };
     let host = GpuHost::read(&settings.gpu, &inv_gpus, g.wants_gpus() && !g.chained)?;

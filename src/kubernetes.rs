@@ -45,6 +45,15 @@ impl Pod {
     }
 }
 
+/// Drops the pod annotations from a spec that a CRI did not write (Docker's or Podman's):
+/// there they are the creator's own, and a claimed pod would keep the kubelet's choices
+/// (masked paths, OOM score, placement, GPUs) for a container no kubelet made.
+pub fn forget_claimed_pod(spec: &mut Value) {
+    if let Some(a) = spec.get_mut("annotations").and_then(Value::as_object_mut) {
+        a.retain(|k, _| !(k.starts_with("io.kubernetes.") || k.starts_with(CDI_PREFIX)));
+    }
+}
+
 /// The pod a container belongs to, when a CRI created it.
 pub fn of(spec: &Value) -> Option<Pod> {
     let a = |k: &str| spec::annotation(spec, k).filter(|v| !v.is_empty()).map(str::to_owned);
@@ -86,6 +95,18 @@ pub fn assigned_gpus(spec: &Value) -> Request {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_claimed_pod_is_forgotten() {
+        let mut spec = json!({"annotations": {
+            "io.kubernetes.pod.namespace": "kube-system", "io.kubernetes.cri.sandbox-namespace": "x",
+            "cdi.k8s.io/gpu": "nvidia.com/gpu=0", "org.example": "kept"
+        }});
+        assert!(of(&spec).is_some());
+        forget_claimed_pod(&mut spec);
+        assert!(of(&spec).is_none());
+        assert_eq!(spec["annotations"], json!({"org.example": "kept"}));
+    }
 
     #[test]
     fn containerd_and_crio_annotations_name_the_pod() {

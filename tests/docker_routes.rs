@@ -92,6 +92,30 @@ fn routes_beyond_the_defaults_are_refused_for_users_and_open_to_trusted_admins()
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stdout(&o).contains("c 195:"), "{}", stdout(&o));
+    // A volume whose local driver options bind a host folder is the host's folder.
+    let o = d.docker(&[
+        "volume",
+        "create",
+        "--opt",
+        "type=none",
+        "--opt",
+        "o=bind",
+        "--opt",
+        "device=/etc",
+        "hostetc",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = d.run_ds01(&["--label", &format!("ds01.user={alice}"), "-v", "hostetc:/x", IMG, "true"]);
+    assert!(!o.status.success(), "a bind volume of /etc ran for a student");
+    assert!(
+        stderr(&o).contains("ds01-runtime: a volume that mounts none /etc (--mount volume-opt) is refused"),
+        "{}",
+        stderr(&o)
+    );
+    let o = d.docker(&["volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs", "scratch"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = d.run_ds01(&["--label", &format!("ds01.user={alice}"), "-v", "scratch:/x", IMG, "true"]);
+    assert!(o.status.success(), "a tmpfs volume: {}", stderr(&o));
     // Allowed by default: SYS_PTRACE (debuggers), and used inside.
     let user = format!("ds01.user={alice}");
     let o = d.run_ds01(&[

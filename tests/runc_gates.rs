@@ -126,7 +126,12 @@ fn restore_gets_the_create_pipeline() {
     if !require_runc() {
         return;
     }
-    let rc = Runc::new("restore", "");
+    // docker_root is relative to the settings file: <tmp>/docker, where the engine's
+    // checkpoints would be.
+    let rc = Runc::new("restore", "docker_root: docker\n");
+    let cp = rc.tmp.path().join("docker/containers/cp");
+    fs::create_dir_all(&cp).unwrap();
+    let cp = cp.to_str().unwrap().to_owned();
     let user = unique("rob");
     let dir = rc.tmp.path().join("b");
     let bundle = busybox_bundle(&dir, "sleep 1", &[("ds01.user", &user)]);
@@ -136,7 +141,7 @@ fn restore_gets_the_create_pipeline() {
     fs::write(&cfg, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
     let before = fs::read(&cfg).unwrap();
     let id = unique("rs");
-    let o = rc.shim(&["restore", "--image-path", "/nonexistent", "--bundle", bundle.to_str().unwrap(), &id]);
+    let o = rc.shim(&["restore", "--image-path", &cp, "--bundle", bundle.to_str().unwrap(), &id]);
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("ds01-runtime: capability SYS_ADMIN (--cap-add) is refused"),
@@ -146,7 +151,34 @@ fn restore_gets_the_create_pipeline() {
     assert_eq!(fs::read(&cfg).unwrap(), before, "bundle unchanged");
 
     let bundle = busybox_bundle(&dir, "sleep 1", &[("ds01.user", &user)]);
-    let o = rc.shim(&["restore", "--image-path", "/nonexistent", "-b", bundle.to_str().unwrap(), &id]);
+    let before = fs::read(&cfg).unwrap();
+    // A checkpoint image of the user's own (it restores whatever credentials it holds), or a
+    // security label of the user's choosing: refused, bundle unchanged.
+    let own = rc.tmp.path().join("mine");
+    fs::create_dir_all(&own).unwrap();
+    for args in [
+        vec!["restore", "--image-path", own.to_str().unwrap(), "-b", bundle.to_str().unwrap(), &id],
+        vec![
+            "restore",
+            "--image-path",
+            &cp,
+            "--lsm-profile",
+            "apparmor:unconfined",
+            "-b",
+            bundle.to_str().unwrap(),
+            &id,
+        ],
+    ] {
+        let o = rc.shim(&args);
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).starts_with("ds01-runtime: restore ") && stderr(&o).contains("is refused"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(fs::read(&cfg).unwrap(), before, "bundle unchanged");
+    }
+    let o = rc.shim(&["restore", "--image-path", &cp, "-b", bundle.to_str().unwrap(), &id]);
     // runc itself fails (no checkpoint here); the bundle it was given was patched first.
     let patched: serde_json::Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
     assert_eq!(patched["annotations"]["ds01.managed"], "true", "{}", stderr(&o));
@@ -157,7 +189,7 @@ fn restore_gets_the_create_pipeline() {
     let events = audit_events(rc.tmp.path());
     let got: Vec<&str> =
         events_of(&events, &id, "restore").iter().filter_map(|e| e["outcome"].as_str()).collect();
-    assert_eq!(got, ["refused", "allowed"]);
+    assert_eq!(got, ["refused", "refused", "refused", "allowed"]);
     remove_slices("student", &user);
 }
 

@@ -117,7 +117,8 @@ pub fn judge(p: &Process, own: &Own) -> Result<()> {
             "exec: SELinux label {l} is refused: not the container's; {ADMIN_ONLY}"
         )));
     }
-    if own.no_new_privileges && p.no_new_privileges == Some(false) {
+    // runc takes no_new_privileges from the process as given: absent is false.
+    if own.no_new_privileges && !p.no_new_privileges.unwrap_or(false) {
         return Err(Error::refused(format!(
             "exec: dropping no-new-privileges is refused: the container runs with it; {ADMIN_ONLY}"
         )));

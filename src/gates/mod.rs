@@ -100,7 +100,8 @@ impl Container {
         let labels = state.config.labels.unwrap_or_default();
         let pairs = labels.iter().filter_map(|l| l.split_once('='));
         let record = Record::parse(pairs.clone());
-        let bundle = pairs.clone().find(|(k, _)| *k == "bundle").map(|(_, v)| PathBuf::from(v));
+        // runc appends its own `bundle=` after the annotations: the last one is runc's.
+        let bundle = pairs.clone().rfind(|(k, _)| *k == "bundle").map(|(_, v)| PathBuf::from(v));
         Ok(Container {
             id,
             record,

@@ -149,6 +149,14 @@ pub fn judge(r: &Resources, caps: &ContainerCaps) -> Result<()> {
         }
     }
     if let (Some(c), Some(cap)) = (r.cpu.as_ref(), caps.cpus.as_ref()) {
+        // runc keeps the old quota when only the period changes: a shorter period would then
+        // give the same quota more CPUs.
+        if c.quota.unwrap_or(0) == 0 && c.period.unwrap_or(0) != 0 {
+            return Err(Error::refused(format!(
+                "update: a CPU period without a CPU quota is refused: it would change the CPUs the quota gives (cap {} per container, {})",
+                cap.value, cap.origin
+            )));
+        }
         if let Some(q) = c.quota.filter(|q| *q != 0) {
             let period = c.period.filter(|p| *p > 0).unwrap_or(100_000) as f64;
             if q < 0 || q as f64 / period > cap.value + 1e-9 {
@@ -258,5 +266,7 @@ mod tests {
         let (r, _) = requested(&scan("update -r - id"), &mut &unified[..]).unwrap();
         assert!(judge(&r, &caps()).unwrap_err().to_string().contains("unified"));
         assert!(requested(&scan("update -r - id"), &mut &b"{nope"[..]).is_err());
+        let (r, _) = requested(&scan("update --cpu-period 1000 id"), &mut &b""[..]).unwrap();
+        assert!(judge(&r, &caps()).unwrap_err().to_string().contains("a CPU period without a CPU quota"));
     }
 }

@@ -37,6 +37,9 @@ pub struct GuardInput {
     pub own_userdata: Option<PathBuf>,
     /// Bind sources with symlinks resolved (source as written → real path).
     pub resolved: Vec<(String, PathBuf)>,
+    /// Docker volumes that mount a host path, device or kernel file system
+    /// (`volume-opt=o=bind,device=/`): source as written → what it mounts.
+    pub host_volumes: Vec<(String, String)>,
     /// The parts of config.json carried unparsed (`opaque`): path and raw JSON, judged here.
     pub carried: Vec<(&'static [&'static str], String)>,
     /// The engine gives every container a seccomp profile unless told not to (Docker, Podman):
@@ -133,6 +136,11 @@ impl SpecModifier for Guard {
             } else {
                 format!("{src} (-> {})", real.display())
             };
+            if let Some((_, what)) = g.host_volumes.iter().find(|(s, _)| s == src) {
+                return Err(Error::refused(format!(
+                    "a volume that mounts {what} (--mount volume-opt) is refused: it reaches the host's files; only admins named by a trusted identity source may"
+                )));
+            }
             let own_userdata =
                 g.own_userdata.as_deref().is_some_and(|u| real.ancestors().any(|a| a.ends_with(u)));
             if own_userdata || g.engine_own.iter().any(|own| real.starts_with(own)) {
