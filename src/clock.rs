@@ -53,33 +53,24 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// RFC 3339 in UTC with nanoseconds, e.g. `2026-11-22T13:00:00.123456789Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = d.as_secs() as i64;
-    let (y, mo, da) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}.{:09}Z",
-        s / 3600,
-        (s / 60) % 60,
-        s % 60,
-        d.subsec_nanos()
-    )
+    let (date, d) = date_time(t);
+    format!("{date}.{:09}Z", d.subsec_nanos())
 }
 
 /// ISO 8601 with microseconds and an explicit offset, `2026-11-22T13:00:00.123456+00:00`: what
 /// Python 3.8's `datetime.fromisoformat` (DS01's readers) accepts, unlike nanoseconds or `Z`.
 pub fn iso8601_micros(t: SystemTime) -> String {
+    let (date, d) = date_time(t);
+    format!("{date}.{:06}+00:00", d.subsec_micros())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` in UTC, and the time since the epoch for the fraction.
+fn date_time(t: SystemTime) -> (String, Duration) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let secs = d.as_secs() as i64;
     let (y, mo, da) = civil_from_days(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}.{:06}+00:00",
-        s / 3600,
-        (s / 60) % 60,
-        s % 60,
-        d.subsec_micros()
-    )
+    (format!("{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60), d)
 }
 
 #[cfg(test)]
