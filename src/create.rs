@@ -362,12 +362,12 @@ pub fn quota_as(policy: &Policy, owner: &Owner, admin: bool) -> Quota {
         Nullable::Unlimited => None,
         Nullable::Unset => Some((1, "DS01's default".into())),
     };
-    // GPU-equivalents in whole units: a full GPU is `mig_instances_per_gpu` of them.
-    let per_gpu = policy.file.gpu_allocation.mig_instances_per_gpu;
+    // GPU-equivalents in sevenths of a GPU, the unit every GPU and MIG instance weighs in.
+    let per_gpu = alloc::SLICES_PER_GPU;
     let total = match policy.resolve(user, group, |l| &l.max_gpu_equivalents).value {
         Nullable::Value(n) => Some(n.units(per_gpu)),
         Nullable::Unlimited => None,
-        Nullable::Unset => Some(1),
+        Nullable::Unset => Some(per_gpu),
     };
     let agg = policy.aggregate(user, group).and_then(|(_, a)| a.gpu_limit.value().map(|g| g.units(per_gpu)));
     let per_user = match (total, agg) {
@@ -392,7 +392,7 @@ pub fn caps(policy: &Policy, owner: &Owner, docker: Option<&DockerMeta>) -> Cont
     // A container can never use more CPU than its user's whole slice (cgroup v1 even refuses a
     // child quota above its parent's), so the slice's quota bounds the per-container cap.
     let mut cpus = cap(policy.resolve(user, group, |l| &l.max_cpus), |v| *v);
-    if let Some((origin, agg)) = policy.aggregate(user, group) {
+    if let Some((origin, agg)) = policy.slice_aggregate(user, group) {
         if let Some(q) = agg.cpu_quota.value() {
             if cpus.as_ref().is_none_or(|c| c.value > q.cpus()) {
                 cpus = Some(Cap { value: q.cpus(), origin: format!("aggregate cpu_quota {q}, {origin}") });
@@ -436,6 +436,22 @@ fn describe(ev: &mut Event, plan: &Plan) {
     }
 }
 
+/// The audit event of an allocation reconciling dropped: a hold that ended or whose container
+/// was removed is DS01's `gpu.released`; a container that vanished while running,
+/// `gpu.removed_stale`.
+pub fn dropped_event(a: &alloc::Allocation, now: u64) -> Event {
+    if a.status == alloc::Status::Held {
+        let why = if a.held_until.is_some_and(|t| t <= now) {
+            "the hold after stop ended"
+        } else {
+            "its container was removed"
+        };
+        gpu_event(AuditKind::GpuRelease, a, "ok", why)
+    } else {
+        gpu_event(AuditKind::Reclaim, a, "released", "its container no longer exists")
+    }
+}
+
 /// An audit event about one allocation.
 pub fn gpu_event(kind: AuditKind, a: &alloc::Allocation, outcome: &str, reason: &str) -> Event {
     let mut e = Event::new(kind, SystemTime::now(), outcome);
@@ -458,7 +474,7 @@ pub fn max_containers(policy: &Policy, owner: &Owner) -> Option<(u32, String)> {
 /// The aggregate limits of an owner's slice (None: unattributed, or no aggregate section).
 pub fn slice_limits(policy: &Policy, owner: &Owner) -> Option<SliceLimits> {
     let (user, group) = (owner.user.as_deref()?, owner.group.as_deref()?);
-    policy.aggregate(user, group).map(|(_, a)| SliceLimits::from_aggregate(a))
+    policy.slice_aggregate(user, group).map(|(_, a)| SliceLimits::from_aggregate(a))
 }
 
 fn hold(policy: &Policy, user: &str, group: &str) -> Option<u64> {
@@ -853,6 +869,7 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
     } else if let Some(a) = spec.get("annotations").and_then(Value::as_object) {
         ev.labels = a.clone();
     }
+    ev.container_type = Some(crate::audit::container_type::of(&ev.labels, ev.name.as_deref()));
     // Only the owner and GPU requests of the creator's ds01.* keys are recorded as asked.
     ev.labels
         .retain(|k, _| !k.starts_with(crate::annotations::PREFIX) || k == USER_KEY || k == request::GPUS_KEY);
@@ -900,7 +917,6 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
     let locked = g.wants_gpus() || g.counted;
     let mut extra: Vec<Event> = Vec::new();
     let (units, before) = if locked {
-        let mig_per_gpu = policy.file.gpu_allocation.mig_instances_per_gpu;
         let world = HostWorld { docker_root: settings.docker_root.clone() };
         let now = now_secs();
         let limit = max_containers(&policy, &g.owner);
@@ -911,11 +927,9 @@ pub fn prepare(inv: &Invocation, settings: &Settings, ev: &mut Event, nvml: &dyn
             store.locked(|state, waited| {
                 ev.lock_wait_ms = Some(ev.lock_wait_ms.unwrap_or(0.0) + waited.as_secs_f64() * 1000.0);
                 let before = Entries::of(state, id);
-                let mut events: Vec<Event> = alloc::reconcile(state, now, &world)
-                    .iter()
-                    .map(|a| gpu_event(AuditKind::Reclaim, a, "released", "its container no longer exists"))
-                    .collect();
-                let pool = alloc::Pool { inv: &inv_gpus, mig_per_gpu, exclusive: settings.gpu.exclusive };
+                let mut events: Vec<Event> =
+                    alloc::reconcile(state, now, &world).iter().map(|a| dropped_event(a, now)).collect();
+                let pool = alloc::Pool { inv: &inv_gpus, exclusive: settings.gpu.exclusive };
                 let units = g
                     .allocate(&policy, admin, &mut |_, req, q| alloc::decide(state, pool, req, &who, q, now))
                     .inspect_err(|e| *gpu_refused = Some(e.clone()))?;

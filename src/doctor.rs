@@ -26,6 +26,8 @@ pub struct Check {
     pub name: &'static str,
     /// The verdict.
     pub verdict: Verdict,
+    /// Lines listed under it (the settings the runtime does not enforce).
+    pub detail: String,
 }
 
 /// Where to look.
@@ -51,7 +53,7 @@ fn warn(s: impl Into<String>, fix: impl Into<String>) -> Verdict {
 /// Runs every check.
 pub fn run(i: &Inputs) -> Vec<Check> {
     let mut out = Vec::new();
-    let mut push = |name, verdict| out.push(Check { name, verdict });
+    let mut push = |name, verdict| out.push(Check { name, verdict, detail: String::new() });
     let settings = match Settings::load(&i.settings) {
         Ok(s) => {
             push("settings", ok(format!("{} parses", i.settings.path.display())));
@@ -76,6 +78,7 @@ pub fn run(i: &Inputs) -> Vec<Check> {
             None
         }
     };
+    let coverage = policy.as_ref().map(|p| coverage_check(&settings.policy, p));
     let daemon = read_daemon(&i.daemon_json);
     push("daemon.json registration", registration_check(&i.daemon_json, &daemon));
     push("cgroup driver", driver_check(&daemon, policy.as_ref(), i.systemd));
@@ -93,7 +96,51 @@ pub fn run(i: &Inputs) -> Vec<Check> {
     push("CDI", cdi_check(&settings.gpu.cdi_dirs));
     push("state directory", writable_dir(&settings.state_dir));
     push("audit log", writable_log(&settings.audit_log));
+    out.extend(coverage);
     out
+}
+
+/// Every setting of the policy files the runtime does not enforce, with what does.
+fn coverage_check(path: &Path, policy: &Policy) -> Check {
+    let name = "policy settings";
+    let mut list = match crate::policy::coverage::scan(path) {
+        Ok(l) => l,
+        Err(e) => {
+            return Check {
+                name,
+                verdict: fail(e.to_string(), "fix the file named above"),
+                detail: String::new(),
+            }
+        }
+    };
+    if !policy.aggregates_enforced()
+        && policy.file.groups.values().flatten().any(|g| g.limits.aggregate.is_some())
+    {
+        list.push(crate::policy::coverage::Unenforced {
+            key: "groups.*.aggregate (cpu_quota, memory_max, memory_high, tasks_max)".into(),
+            value: "not applied".into(),
+            by: "nothing until enforcement.aggregate_limits: true (DS01 reads it the same way); gpu_limit holds",
+        });
+    }
+    if list.is_empty() {
+        return Check {
+            name,
+            verdict: ok("every setting is enforced by this runtime"),
+            detail: String::new(),
+        };
+    }
+    let shown: Vec<&crate::policy::coverage::Unenforced> = list.iter().collect();
+    Check {
+        name,
+        verdict: warn(
+            format!(
+                "{} setting(s) are not enforced by this runtime; listed below with what does",
+                list.len()
+            ),
+            "keep DS01's cron jobs and tools for these, or remove them if nothing should",
+        ),
+        detail: crate::policy::coverage::render(&shown, "      "),
+    }
 }
 
 fn cdi_check(dirs: &[std::path::PathBuf]) -> Verdict {
@@ -260,6 +307,9 @@ pub fn report(checks: &[Check]) -> (String, bool) {
                 s.push_str(&format!("FAIL  {:<26} {m}\n      {:<26} fix: {fix}\n", c.name, ""));
             }
         }
+    }
+    for c in checks.iter().filter(|c| !c.detail.is_empty()) {
+        s.push_str(&format!("\n{}:\n{}", c.name, c.detail));
     }
     (s, good)
 }

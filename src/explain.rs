@@ -67,11 +67,7 @@ pub fn explain(
     // GPUs are decided against a copy of the current state: nothing is written.
     let mut state = Store::new(&settings.state_dir).peek()?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-    let pool = Pool {
-        inv: &inv,
-        mig_per_gpu: policy.file.gpu_allocation.mig_instances_per_gpu,
-        exclusive: settings.gpu.exclusive,
-    };
+    let pool = Pool { inv: &inv, exclusive: settings.gpu.exclusive };
     let mut allocate = |owner: &crate::identity::Owner, r: &Request, q: &alloc::Quota| {
         let who = Who {
             container: id.into(),

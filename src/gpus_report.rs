@@ -17,7 +17,7 @@ fn when(secs: u64) -> String {
 }
 
 /// The table; `refresh` re-queries the inventory instead of using the cache.
-pub fn render(settings: &Settings, refresh: bool, mig_per_gpu: u32) -> Result<String> {
+pub fn render(settings: &Settings, refresh: bool) -> Result<String> {
     if refresh {
         let _ = std::fs::remove_file(settings.state_dir.join("inventory.json"));
     }
@@ -33,7 +33,7 @@ pub fn render(settings: &Settings, refresh: bool, mig_per_gpu: u32) -> Result<St
         "{:<6} {:<44} {:<8} {:<12} {:<24} {:<19} HELD UNTIL",
         "GPU", "UUID", "STATUS", "OWNER", "CONTAINER", "SINCE"
     );
-    for u in alloc::units(&inv, mig_per_gpu) {
+    for u in alloc::units(&inv) {
         let g = &inv[u.gpu];
         let label = match u.mig {
             Some(m) => format!("{}:{m}", g.index),

@@ -19,6 +19,17 @@ const POD_NAME: &str = "io.kubernetes.pod.name";
 const CONTAINER_NAME: &str = "io.kubernetes.container.name";
 /// The prefix of the CDI device annotations the kubelet passes on from a device plugin.
 const CDI_PREFIX: &str = "cdi.k8s.io/";
+/// Every pod annotation [`of`] reads.
+const POD_KEYS: [&str; 8] = [
+    CONTAINERD_TYPE,
+    CONTAINERD_NAMESPACE,
+    CONTAINERD_POD,
+    CONTAINERD_CONTAINER,
+    CRIO_TYPE,
+    POD_NAMESPACE,
+    POD_NAME,
+    CONTAINER_NAME,
+];
 
 /// A container of a Kubernetes pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,10 +58,11 @@ impl Pod {
 
 /// Drops the pod annotations from a spec that a CRI did not write (Docker's or Podman's):
 /// there they are the creator's own, and a claimed pod would keep the kubelet's choices
-/// (masked paths, OOM score, placement, GPUs) for a container no kubelet made.
+/// (masked paths, OOM score, placement, GPUs) for a container no kubelet made. Only the keys
+/// this module reads go: Podman's own `io.kubernetes.cri-o.Created` and `.TTY` stay.
 pub fn forget_claimed_pod(spec: &mut Value) {
     if let Some(a) = spec.get_mut("annotations").and_then(Value::as_object_mut) {
-        a.retain(|k, _| !(k.starts_with("io.kubernetes.") || k.starts_with(CDI_PREFIX)));
+        a.retain(|k, _| !(POD_KEYS.contains(&k.as_str()) || k.starts_with(CDI_PREFIX)));
     }
 }
 
@@ -100,12 +112,13 @@ mod tests {
     fn a_claimed_pod_is_forgotten() {
         let mut spec = json!({"annotations": {
             "io.kubernetes.pod.namespace": "kube-system", "io.kubernetes.cri.sandbox-namespace": "x",
-            "cdi.k8s.io/gpu": "nvidia.com/gpu=0", "org.example": "kept"
+            "cdi.k8s.io/gpu": "nvidia.com/gpu=0", "org.example": "kept",
+            "io.kubernetes.cri-o.TTY": "false"
         }});
         assert!(of(&spec).is_some());
         forget_claimed_pod(&mut spec);
         assert!(of(&spec).is_none());
-        assert_eq!(spec["annotations"], json!({"org.example": "kept"}));
+        assert_eq!(spec["annotations"], json!({"org.example": "kept", "io.kubernetes.cri-o.TTY": "false"}));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::annotations::Record;
 use crate::argv::Invocation;
 use crate::audit::{self, Event, Kind};
 use crate::clock::rfc3339;
-use crate::create::{gpu_event, runc_root};
+use crate::create::{dropped_event, gpu_event, runc_root};
 use crate::gpu::alloc::{self, Status};
 use crate::gpu::store::{HostWorld, Store};
 use crate::settings::{Located, Settings};
@@ -231,9 +231,7 @@ fn release(settings: &Settings, id: &str) -> String {
             }
         }
         for d in alloc::reconcile(state, now, &world) {
-            lines.push_str(
-                &gpu_event(Kind::Reclaim, &d, "released", "its container no longer exists").to_line(),
-            );
+            lines.push_str(&dropped_event(&d, now).to_line());
         }
         Ok((lines, had))
     });

@@ -6,7 +6,7 @@ use crate::create::{caps, quota, slice_limits};
 use crate::error::Result;
 use crate::identity::{Owner, FALLBACK_GROUP};
 use crate::naming::{self, Placement};
-use crate::policy::{Nullable, Policy, Resolved};
+use crate::policy::{coverage, Nullable, Policy, Resolved};
 use crate::settings::{Settings, Source};
 
 fn shown<T: std::fmt::Display>(r: &Resolved<T>) -> (String, String) {
@@ -57,13 +57,18 @@ pub fn render(settings: &Settings, policy: &Policy, user: &str) -> Result<String
     }
     match policy.aggregate(user, &group) {
         Some((origin, a)) => {
+            let applied = if policy.aggregates_enforced() {
+                ""
+            } else {
+                " (only gpu_limit applies: enforcement.aggregate_limits is not true, as in DS01)"
+            };
             let f = |n: &Nullable<String>| match n {
                 Nullable::Value(v) => v.clone(),
                 _ => "unlimited".into(),
             };
             let _ = writeln!(
                 o,
-                "  aggregate ({origin}): cpu_quota {}  memory_max {}  memory_high {}  tasks_max {}  gpu_limit {}",
+                "  aggregate ({origin}): cpu_quota {}  memory_max {}  memory_high {}  tasks_max {}  gpu_limit {}{applied}",
                 f(&a.cpu_quota.clone().map_display()),
                 f(&a.memory_max.clone().map_display()),
                 f(&a.memory_high.clone().map_display()),
@@ -82,9 +87,9 @@ pub fn render(settings: &Settings, policy: &Policy, user: &str) -> Result<String
     let _ = writeln!(o, "\nas enforced");
     let _ = writeln!(
         o,
-        "  GPUs per container {}, per user {}, full GPUs {}",
+        "  GPUs per container {}, per user {} GPU-equivalents, full GPUs {}",
         q.per_container.map(|(n, _)| n.to_string()).unwrap_or_else(|| "unlimited".into()),
-        q.per_user.map(|n| n.to_string()).unwrap_or_else(|| "unlimited".into()),
+        q.per_user.map(crate::gpu::alloc::gpueq).unwrap_or_else(|| "unlimited".into()),
         if q.allow_full { "allowed" } else { "not allowed" }
     );
     if let Some(cpu) = c.cpus {
@@ -123,6 +128,22 @@ pub fn render(settings: &Settings, policy: &Policy, user: &str) -> Result<String
         b.memory.as_ref().map(|m| m.to_string()).unwrap_or_else(|| "unlimited".into()),
         b.pids_limit.map(|p| p.to_string()).unwrap_or_else(|| "unlimited".into()),
     );
+    let all = coverage::scan(&policy.path)?;
+    let mine = coverage::for_user(&all, user, &group);
+    if mine.is_empty() {
+        let _ = writeln!(
+            o,
+            "
+not enforced by this runtime: nothing in the policy files"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "
+not enforced by this runtime (what enforces it instead)"
+        );
+        o.push_str(&coverage::render(&mine, "  "));
+    }
     Ok(o)
 }
 

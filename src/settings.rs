@@ -305,7 +305,7 @@ impl Default for Settings {
             low_level_runtime: "runc".into(),
             policy: "/etc/ds01/resource-limits.yaml".into(),
             state_dir: "/run/ds01-runtime".into(),
-            audit_log: "/var/log/ds01/runtime-events.jsonl".into(),
+            audit_log: "/var/log/ds01/events.jsonl".into(),
             audit_failure: AuditFailure::Allow,
             journal: true,
             docker_root: "/var/lib/docker".into(),

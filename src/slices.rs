@@ -76,7 +76,7 @@ pub fn render(policy: &Policy, fallback_group: &str) -> Result<Vec<UnitFile>> {
                 capitalized(&group)
             ),
         });
-        if let Some((_, agg)) = policy.aggregate(&user, &group) {
+        if let Some((_, agg)) = policy.slice_aggregate(&user, &group) {
             out.push(UnitFile {
                 rel: PathBuf::from(format!("{unit}.d/10-resource-limits.conf")),
                 text: limits_conf(&SliceLimits::from_aggregate(agg)),

@@ -50,6 +50,7 @@ fn mig_instance_from_nvml_reaches_the_container() {
     let cfg: serde_json::Value = serde_json::from_slice(&fs::read(b.join("config.json")).unwrap()).unwrap();
     let gpus = cfg["annotations"]["ds01.gpus"].as_str().unwrap();
     assert!(gpus.starts_with("MIG-"), "{gpus}");
+
     // The inventory was cached for the next create.
     let cache = fs::read_to_string(rc.tmp.path().join("state/inventory.json")).unwrap();
     assert_eq!(cache.matches("\"uuid\":\"GPU-").count(), 8);
@@ -57,6 +58,17 @@ fn mig_instance_from_nvml_reaches_the_container() {
     let b2 = busybox_bundle(&rc.tmp.path().join("b2"), "true", &[("ds01.user", &user), ("ds01.gpus", "0,1")]);
     let out = rc.shim(&["create", "--bundle", b2.to_str().unwrap(), &unique("m")]);
     assert!(stderr(&out).contains("full GPUs are not allowed for group student"), "{}", stderr(&out));
+    // An instance weighs what DS01 weighs it: its profile's compute slices over 7 (instance j
+    // of the stand-in is a (j % 3 + 1)g profile).
+    let b3 = busybox_bundle(&rc.tmp.path().join("b3"), "true", &[("ds01.user", &user), ("ds01.gpus", "1")]);
+    let id3 = unique("m");
+    let out = rc.shim(&["create", "--bundle", b3.to_str().unwrap(), &id3]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let held = gpu_allocations(rc.tmp.path());
+    let mine = held.iter().find(|a| a["container"] == id3.as_str()).expect("allocation recorded");
+    let uuid = mine["devices"][0].as_str().unwrap();
+    let j = u32::from_str_radix(uuid.rsplit('-').next().unwrap(), 16).unwrap();
+    assert_eq!(mine["sevenths"], j % 3 + 1, "{mine}");
     remove_slices("student", &user);
 }
 

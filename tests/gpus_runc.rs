@@ -143,7 +143,7 @@ fn quota_refusals_say_why_and_leak_nothing() {
             ids.push(id);
         } else {
             assert!(
-                stderr(&out).contains("1 GPU requested; quota 2, already holding 2 in"),
+                stderr(&out).contains("1 GPU requested; quota 2 GPU-equivalents, already holding 2 in"),
                 "{}",
                 stderr(&out)
             );

@@ -10,7 +10,7 @@ use std::fs;
 use std::path::PathBuf;
 
 const POLICY: &str = "defaults:\n  memory: 200m\n  memory_swap: 200m\n  pids_limit: 1000\n  max_cpus: 2\n  max_containers_per_user: 2\n\
-default_group: lim\ngroups:\n  lim:\n    aggregate:\n      memory_max: 64M\n      memory_high: 60M\n      cpu_quota: \"150%\"\n      tasks_max: 20\n";
+enforcement:\n  aggregate_limits: true\ndefault_group: lim\ngroups:\n  lim:\n    aggregate:\n      memory_max: 64M\n      memory_high: 60M\n      cpu_quota: \"150%\"\n      tasks_max: 20\n";
 
 fn v1(controller: &str, user: &str, file: &str) -> Option<String> {
     let p = PathBuf::from(format!(

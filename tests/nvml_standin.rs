@@ -96,6 +96,8 @@ fn query_against_standin() {
     uuids.sort();
     uuids.dedup();
     assert_eq!(uuids.len(), 3, "MIG UUIDs not distinct: {migs:?}");
+    // Each instance's compute slices, read from its attributes (DS01's weight is this over 7).
+    assert_eq!(migs.iter().map(|m| m.slices).collect::<Vec<_>>(), [Some(1), Some(2), Some(3)]);
 
     // Init failure names the library.
     set_env(None, None, true);

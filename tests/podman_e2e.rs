@@ -29,7 +29,7 @@ use serde_json::Value;
 
 const IMG: &str = "localhost/ds01-busybox:test";
 /// The audit log of a shim that was given no settings.
-const HOST_AUDIT_LOG: &str = "/var/log/ds01/runtime-events.jsonl";
+const HOST_AUDIT_LOG: &str = "/var/log/ds01/events.jsonl";
 
 /// Root, runc, busybox-static and podman.
 fn require_podman() -> bool {

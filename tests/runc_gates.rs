@@ -93,7 +93,7 @@ fn exec_with_more_than_the_container_is_refused_and_every_exec_recorded() {
     let process = |caps: &[&str]| {
         serde_json::json!({
             "args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0},
-            "env": ["PATH=/bin"],
+            "env": ["PATH=/bin"], "noNewPrivileges": true,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps}
         })
     };
@@ -104,6 +104,12 @@ fn exec_with_more_than_the_container_is_refused_and_every_exec_recorded() {
     assert_eq!(stderr(&o).lines().count(), 1);
     let o = rc.shim(&["exec", "--cap", "CAP_SYS_MODULE", &id, "true"]);
     assert!(stderr(&o).contains("exec: capability SYS_MODULE is refused"), "{}", stderr(&o));
+    // A process file without noNewPrivileges runs without it (runc's default): refused.
+    let mut without = process(&["CAP_KILL"]);
+    without.as_object_mut().unwrap().remove("noNewPrivileges");
+    fs::write(&p, without.to_string()).unwrap();
+    let o = rc.shim(&["exec", "--process", p.to_str().unwrap(), &id]);
+    assert!(stderr(&o).contains("exec: dropping no-new-privileges is refused"), "{}", stderr(&o));
     fs::write(&p, process(&["CAP_KILL"]).to_string()).unwrap();
     let o = rc.shim(&["exec", "--process", p.to_str().unwrap(), &id]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -113,9 +119,10 @@ fn exec_with_more_than_the_container_is_refused_and_every_exec_recorded() {
     let execs = events_of(&events, &id, "exec");
     let got: Vec<(&str, &serde_json::Value)> =
         execs.iter().map(|e| (e["outcome"].as_str().unwrap(), &e["command"])).collect();
-    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(got.len(), 5, "{got:?}");
     assert_eq!(got[0].0, "refused");
-    assert_eq!(got[3], ("allowed", &serde_json::json!(["echo", "in"])));
+    assert_eq!(got[2].0, "refused");
+    assert_eq!(got[4], ("allowed", &serde_json::json!(["echo", "in"])));
     assert!(execs.iter().all(|e| e["owner"] == user.as_str()));
     assert!(rc.shim(&["kill", &id, "KILL"]).status.success());
     remove_slices("student", &user);

@@ -6,6 +6,7 @@
 //! `source`, `details`, `schema_version`), so existing DS01 tooling reads it, and this
 //! runtime's flat fields (`time`, `event`, `container`, `owner`, …) for `ds01ctl audit`.
 
+pub mod container_type;
 pub mod query;
 
 use std::io::Write;
@@ -111,6 +112,10 @@ pub struct Event {
     /// Image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// DS01's container_type: `docker`, `compose`, `devcontainer`, `atomic`, or the
+    /// `ds01.interface` label (creates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_type: Option<String>,
     /// Owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
@@ -189,6 +194,7 @@ impl Event {
                 container: self.container.as_deref(),
                 name: self.name.as_deref(),
                 image: self.image.as_deref(),
+                container_type: self.container_type.as_deref(),
                 reason: self.reason.as_deref(),
                 gpu: (!self.gpus.is_empty()).then(|| self.gpus.join(",")),
                 outcome: &self.outcome,
@@ -224,6 +230,8 @@ struct Details<'a> {
     name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_type: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
     /// GPU UUIDs, comma-separated, as DS01's `gpu`.
@@ -393,6 +401,7 @@ mod tests {
         e.container = Some("c1".into());
         e.name = Some("n".into());
         e.image = Some("img:1".into());
+        e.container_type = Some("compose".into());
         e.owner = Some("bo".into());
         e.group = Some("student".into());
         e.identity_source = Some("label".into());
@@ -406,8 +415,8 @@ mod tests {
         let want = concat!(
             r#"{"timestamp":"2026-11-22T13:00:00.000000+00:00","event_type":"gpu.allocated","schema_version":"1","#,
             r#""user":"bo","source":"ds01-runtime","details":{"container":"c1","name":"n","image":"img:1","#,
-            r#""reason":"r","gpu":"GPU-1","outcome":"ok"},"time":"2026-11-22T13:00:00.000000+00:00","event":"gpu_allocate","#,
-            r#""container":"c1","name":"n","image":"img:1","owner":"bo","group":"student","identity_source":"label","#,
+            r#""container_type":"compose","reason":"r","gpu":"GPU-1","outcome":"ok"},"time":"2026-11-22T13:00:00.000000+00:00","event":"gpu_allocate","#,
+            r#""container":"c1","name":"n","image":"img:1","container_type":"compose","owner":"bo","group":"student","identity_source":"label","#,
             r#""slice":"ds01-student-bo.slice","gpus":["GPU-1"],"limits":{"memory":34359738368},"outcome":"ok","#,
             r#""reason":"r","signal":"KILL","labels":{"ds01.user":"bo"},"lock_wait_ms":0.25,"pid":7}"#,
             "\n"

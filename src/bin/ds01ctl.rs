@@ -294,8 +294,8 @@ fn run(cli: Cli) -> ds01::error::Result<()> {
             }
         }
         Command::Gpus { refresh } => {
-            let (s, p) = load(&cli.config)?;
-            print!("{}", gpus_report::render(&s, refresh, p.file.gpu_allocation.mig_instances_per_gpu)?);
+            let (s, _) = load(&cli.config)?;
+            print!("{}", gpus_report::render(&s, refresh)?);
         }
         Command::NvmlQuery { library } => {
             let gpus = ds01::gpu::nvml::query(library.as_os_str())?;

@@ -31,8 +31,9 @@ pub struct Allocation {
     pub group: String,
     /// UUIDs of the GPUs / MIG instances, in CUDA order.
     pub devices: Vec<String>,
-    /// MIG-equivalents counted against the owner's quota.
-    pub slots: u32,
+    /// GPU-equivalents counted against the owner's quota, in sevenths ([`SLICES_PER_GPU`]).
+    #[serde(default)]
+    pub sevenths: u32,
     /// Since when (Unix seconds).
     pub since: u64,
     /// The creating runtime's pid (a create in flight is not stale).
@@ -120,31 +121,47 @@ pub struct Unit {
     pub mig: Option<usize>,
     /// UUID.
     pub uuid: String,
-    /// MIG-equivalents.
-    pub slots: u32,
+    /// Its weight in GPU-equivalents, in sevenths.
+    pub sevenths: u32,
 }
 
+/// GPU-equivalents are counted in sevenths of a GPU, the compute slice of an A100/H100 that
+/// DS01's allocator divides by: a full GPU weighs 7, a MIG instance its profile's compute
+/// slices (a `2g.20gb` weighs 2, 2/7 of a GPU), so DS01's float weights add up exactly. A MIG
+/// instance whose profile is unknown weighs a whole GPU (DS01 would count it free).
+pub const SLICES_PER_GPU: u32 = 7;
+
 /// All units of an inventory: MIG instances of MIG-enabled GPUs, full GPUs otherwise.
-pub fn units(inv: &[Gpu], mig_per_gpu: u32) -> Vec<Unit> {
+pub fn units(inv: &[Gpu]) -> Vec<Unit> {
     let mut out = Vec::new();
     for (gi, g) in inv.iter().enumerate() {
         if g.mig_enabled && !g.migs.is_empty() {
             for (mi, m) in g.migs.iter().enumerate() {
-                out.push(Unit { gpu: gi, mig: Some(mi), uuid: m.uuid.clone(), slots: 1 });
+                let sevenths = m.slices.unwrap_or(SLICES_PER_GPU);
+                out.push(Unit { gpu: gi, mig: Some(mi), uuid: m.uuid.clone(), sevenths });
             }
         } else if !g.mig_enabled {
-            out.push(Unit { gpu: gi, mig: None, uuid: g.uuid.clone(), slots: mig_per_gpu });
+            out.push(Unit { gpu: gi, mig: None, uuid: g.uuid.clone(), sevenths: SLICES_PER_GPU });
         }
     }
     out
 }
 
+/// Sevenths of a GPU as GPU-equivalents, the way DS01 prints them: `2`, `0.29`, `2.43`.
+pub fn gpueq(sevenths: u32) -> String {
+    if sevenths % SLICES_PER_GPU == 0 {
+        return (sevenths / SLICES_PER_GPU).to_string();
+    }
+    let s = format!("{:.2}", f64::from(sevenths) / f64::from(SLICES_PER_GPU));
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 /// The owner's limits for GPUs, as resolved from the policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Quota {
-    /// MIG-equivalents per container (None = unlimited), and where that comes from.
+    /// GPUs and MIG instances per container (None = unlimited), and where that comes from.
     pub per_container: Option<(u32, String)>,
-    /// MIG-equivalents across the owner's containers (None = unlimited).
+    /// GPU-equivalents across the owner's containers, in sevenths (None = unlimited).
     pub per_user: Option<u32>,
     /// Whether full GPUs may be handed out.
     pub allow_full: bool,
@@ -195,8 +212,6 @@ fn shown(a: &Allocation) -> String {
 pub struct Pool<'a> {
     /// The inventory.
     pub inv: &'a [Gpu],
-    /// A full GPU counts as this many MIG-equivalents.
-    pub mig_per_gpu: u32,
     /// No unit goes to two containers at once.
     pub exclusive: bool,
 }
@@ -211,8 +226,8 @@ pub fn decide(
     quota: &Quota,
     now: u64,
 ) -> Result<Vec<Unit>> {
-    let Pool { inv, mig_per_gpu, exclusive } = pool;
-    let all = units(inv, mig_per_gpu);
+    let Pool { inv, exclusive } = pool;
+    let all = units(inv);
     // The same container again (docker start after stop): its own entry first.
     if let Some(pos) = state.allocations.iter().position(|a| a.container == who.container) {
         let mine = state.allocations[pos].clone();
@@ -286,7 +301,7 @@ pub fn decide(
                 // Not enough free: judge the request as if it could be met, so that a request
                 // the policy forbids says so rather than "busy".
                 let prospective: Vec<Unit> = cands.iter().take(wanted).map(|u| (*u).clone()).collect();
-                check_limits(state, &prospective, who, quota, mig_per_gpu)?;
+                check_limits(state, &prospective, who, quota)?;
                 let kind = if quota.allow_full { "GPUs" } else { "MIG instances" };
                 return Err(Error::refused(format!(
                     "{} requested; {} of {} {kind} free",
@@ -304,7 +319,7 @@ pub fn decide(
             who.group
         )));
     }
-    let slots = check_limits(state, &chosen, who, quota, mig_per_gpu)?;
+    let sevenths = check_limits(state, &chosen, who, quota)?;
     for u in &chosen {
         if let Some(a) = state.allocations.iter().find(|a| busy(u) && a.devices.contains(&u.uuid)) {
             return Err(Error::refused(format!(
@@ -322,7 +337,7 @@ pub fn decide(
         owner: who.owner.clone(),
         group: who.group.clone(),
         devices: chosen.iter().map(|u| u.uuid.clone()).collect(),
-        slots,
+        sevenths,
         since: now,
         pid: who.pid,
         runc_root: who.runc_root.clone(),
@@ -334,32 +349,44 @@ pub fn decide(
     Ok(chosen)
 }
 
-/// Per-container and per-user limits for `chosen`; returns its MIG-equivalents.
-fn check_limits(state: &State, chosen: &[Unit], who: &Who, quota: &Quota, mig_per_gpu: u32) -> Result<u32> {
-    let slots: u32 = chosen.iter().map(|u| u.slots).sum();
+/// Per-container (units) and per-user (GPU-equivalents) limits for `chosen`, as DS01's
+/// allocator judges them; returns its weight in sevenths.
+fn check_limits(state: &State, chosen: &[Unit], who: &Who, quota: &Quota) -> Result<u32> {
+    let sevenths: u32 = chosen.iter().map(|u| u.sevenths).sum();
+    let asked = if chosen.iter().any(|u| u.sevenths != SLICES_PER_GPU) {
+        format!("{} requested ({} GPU-equivalents)", plural(chosen.len(), "GPU"), gpueq(sevenths))
+    } else {
+        format!("{} requested", plural(chosen.len(), "GPU"))
+    };
     if let Some((limit, origin)) = &quota.per_container {
-        if slots > *limit {
-            let what = if mig_per_gpu > 1 && chosen.iter().any(|u| u.mig.is_none()) {
-                format!("{} requested ({slots} MIG-equivalents)", plural(chosen.len(), "GPU"))
-            } else {
-                format!("{} requested", plural(chosen.len(), "GPU"))
-            };
-            return Err(Error::refused(format!("{what}; {origin} allows {limit} per container")));
+        if chosen.len() > *limit as usize {
+            return Err(Error::refused(format!("{asked}; {origin} allows {limit} per container")));
         }
     }
     if let Some(limit) = quota.per_user {
         let mine: Vec<&Allocation> = state.allocations.iter().filter(|a| a.owner == who.owner).collect();
-        let holding: u32 = mine.iter().map(|a| a.slots).sum();
-        if holding + slots > limit {
+        let holding: u32 = mine.iter().map(|a| weight(a)).sum();
+        if holding + sevenths > limit {
             let names: Vec<String> = mine.iter().map(|a| shown(a)).collect();
             let where_ = if names.is_empty() { String::new() } else { format!(" in {}", names.join(", ")) };
             return Err(Error::refused(format!(
-                "{} requested; quota {limit}, already holding {holding}{where_}",
-                plural(chosen.len(), "GPU")
+                "{asked}; quota {} GPU-equivalents, already holding {}{where_}",
+                gpueq(limit),
+                gpueq(holding)
             )));
         }
     }
-    Ok(slots)
+    Ok(sevenths)
+}
+
+/// An allocation's weight; one recorded before weights were (no `sevenths`) counts each of its
+/// devices as a whole GPU.
+fn weight(a: &Allocation) -> u32 {
+    if a.sevenths > 0 {
+        a.sevenths
+    } else {
+        a.devices.len() as u32 * SLICES_PER_GPU
+    }
 }
 
 /// Finds a unit by index, `GPU-`/`MIG-` UUID or `<gpu>:<mig>` position.

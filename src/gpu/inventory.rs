@@ -85,8 +85,9 @@ fn cache_key(s: &GpuSettings) -> String {
         })
         .unwrap_or_default();
     nodes.sort();
+    // `v2`: MIG instances carry their compute slices.
     format!(
-        "{}|{:?}|{}|{}|{}|{}|{}",
+        "v2|{}|{:?}|{}|{}|{}|{}|{}",
         boot.trim(),
         s.inventory,
         s.nvml_library,

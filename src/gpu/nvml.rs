@@ -142,9 +142,20 @@ fn migs(nvml: &Nvml, dev: &Device) -> Step<Vec<Mig>> {
             ci: instance_id(handle, lib.nvmlDeviceGetComputeInstanceId.as_ref())
                 .reading(&format!("MIG device {j} compute instance id"))?,
             caps: Vec::new(),
+            slices: slices(&mig),
         });
     }
     Ok(out)
+}
+
+/// The compute slices of a MIG device: its GPU instance's slice count, else the profile in its
+/// name (`… MIG 2g.20gb`); None when neither says.
+fn slices(mig: &Device) -> Option<u32> {
+    mig.attributes()
+        .ok()
+        .map(|a| a.gpu_instance_slice_count)
+        .filter(|n| (1..=7).contains(n))
+        .or_else(|| mig.name().ok().as_deref().and_then(super::profile_slices))
 }
 
 /// Calls a GPU/compute instance id getter on a MIG device handle (nvml-wrapper has no safe

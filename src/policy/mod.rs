@@ -5,6 +5,7 @@
 //! remembering where it came from. A key present with `null` means unlimited; an absent key
 //! inherits. Keys this project does not use are accepted and ignored.
 
+pub mod coverage;
 pub mod values;
 
 use std::collections::BTreeMap;
@@ -109,20 +110,6 @@ pub struct Group {
     pub limits: Limits,
 }
 
-/// `gpu_allocation` section.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct GpuAllocation {
-    /// A full GPU counts as this many MIG-equivalents.
-    pub mig_instances_per_gpu: u32,
-}
-
-impl Default for GpuAllocation {
-    fn default() -> Self {
-        GpuAllocation { mig_instances_per_gpu: 1 }
-    }
-}
-
 /// `access_control` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -137,7 +124,9 @@ pub struct AccessControl {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Enforcement {
-    /// Per-user aggregate enforcement on or off.
+    /// The slice's CPU, memory and task caps of `aggregate` are applied only when true, as
+    /// DS01's generate-user-slice-limits.py does (absent: off). `aggregate.gpu_limit` holds
+    /// either way, as in DS01's allocator.
     pub aggregate_limits: Option<bool>,
     /// The cgroup driver Docker must use (`systemd` or `cgroupfs`).
     pub cgroup_driver: Option<String>,
@@ -148,6 +137,7 @@ pub struct Enforcement {
 #[serde(default)]
 pub struct PolicyFile {
     /// Fallback values for everyone.
+    #[serde(deserialize_with = "null_is_default")]
     pub defaults: Limits,
     /// Group of users listed in no group.
     pub default_group: Option<String>,
@@ -155,16 +145,15 @@ pub struct PolicyFile {
     pub groups: indexmap::IndexMap<String, Option<Group>>,
     /// Inline per-user overrides.
     pub user_overrides: Option<BTreeMap<String, Option<Limits>>>,
-    /// GPU accounting (DS01's file has the key with only comments under it: null).
-    #[serde(deserialize_with = "null_is_default")]
-    pub gpu_allocation: GpuAllocation,
     /// Admins.
+    #[serde(deserialize_with = "null_is_default")]
     pub access_control: AccessControl,
     /// Enforcement switches.
+    #[serde(deserialize_with = "null_is_default")]
     pub enforcement: Enforcement,
 }
 
-/// A section written with nothing under it (`gpu_allocation:`) is YAML null: the defaults.
+/// A section written with nothing under it (DS01's `gpu_allocation:`) is YAML null: the defaults.
 fn null_is_default<'de, D: serde::Deserializer<'de>, T: Deserialize<'de> + Default>(
     d: D,
 ) -> std::result::Result<T, D::Error> {
@@ -305,12 +294,6 @@ impl Policy {
                 policy.overrides.insert(user, l);
             }
         }
-        if file.gpu_allocation.mig_instances_per_gpu == 0 {
-            return Err(Error::failed(format!(
-                "policy file {}: gpu_allocation.mig_instances_per_gpu must be at least 1",
-                path.display()
-            )));
-        }
         policy.file = file;
         Ok(policy)
     }
@@ -394,6 +377,17 @@ impl Policy {
             .filter(|(o, _)| *o != Origin::Defaults)
             .filter_map(|(o, l)| l.aggregate.as_ref().map(|a| (o, a)))
             .next_back()
+    }
+
+    /// The aggregate section whose CPU, memory and task caps the user's slice carries: only
+    /// with `enforcement.aggregate_limits: true`, as DS01 applies them.
+    pub fn slice_aggregate(&self, user: &str, group: &str) -> Option<(Origin, &Aggregate)> {
+        self.aggregates_enforced().then(|| self.aggregate(user, group)).flatten()
+    }
+
+    /// Whether `enforcement.aggregate_limits` is true.
+    pub fn aggregates_enforced(&self) -> bool {
+        self.file.enforcement.aggregate_limits == Some(true)
     }
 
     /// Every user named in a members file, an inline list or an override, with their group.

@@ -14,7 +14,6 @@ fn shipped() -> Policy {
 fn shipped_file_parses_with_ds01_shape() {
     let p = shipped();
     assert_eq!(p.file.default_group.as_deref(), Some("student"));
-    assert_eq!(p.file.gpu_allocation.mig_instances_per_gpu, 4);
     assert_eq!(p.file.groups.keys().collect::<Vec<_>>(), ["student", "researcher", "faculty", "admin"]);
     assert_eq!(p.file.access_control.admin_users, ["datasciencelab"]);
 }
@@ -173,8 +172,8 @@ fn ds01s_gpu_keys_and_their_older_names_resolve_as_ds01_reads_them() {
     assert_eq!(pc("both"), Nullable::Value(4));
     assert_eq!(eq("free"), Nullable::Unlimited);
     assert_eq!(GpuEq(2.5).units(1), 2, "whole GPUs within 2.5 GPU-equivalents");
-    assert_eq!(GpuEq(0.5).units(4), 2, "two of four MIG-equivalents");
+    assert_eq!(GpuEq(2.5).units(7), 17, "17 sevenths within 2.5 GPU-equivalents");
+    assert_eq!(GpuEq(2.0).units(7), 14);
     let agg = p.aggregate("u", "free").unwrap().1.gpu_limit.value().copied();
     assert_eq!(agg, Some(GpuEq(2.0)));
-    assert_eq!(p.file.gpu_allocation.mig_instances_per_gpu, 1, "an empty gpu_allocation: the defaults");
 }

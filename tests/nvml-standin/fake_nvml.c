@@ -9,7 +9,7 @@
  *
  * GPU i: UUID GPU-00000000-0000-0000-0000-<i, 12 hex digits>, minor i, 40960 MiB.
  * MIG j of GPU i: UUID MIG-<i, 8 hex>-0000-0000-0000-<j, 12 hex>, GPU instance j+1, compute
- * instance 0. A handle encodes (gpu, mig): 0x1000 + gpu * 0x100 + (mig + 1), mig -1 = physical.
+ * instance 0, profile (j % 3 + 1)g (its attributes' slice counts and its name say so). A handle encodes (gpu, mig): 0x1000 + gpu * 0x100 + (mig + 1), mig -1 = physical.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -131,9 +131,35 @@ nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t d, char *buf, unsigned int len) {
     return put(buf, len, s);
 }
 
+/* MIG j's profile has (j % 3) + 1 compute slices: 1g.10gb, 2g.20gb, 3g.40gb, 1g.10gb, ... */
+static unsigned int mig_slices(int mig) { return (unsigned int)(mig % 3) + 1; }
+
 nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t d, char *buf, unsigned int len) {
     DEVICE(d)
-    return put(buf, len, "NVIDIA Stand-in A100");
+    char s[64];
+    if (mig < 0)
+        snprintf(s, sizeof s, "NVIDIA Stand-in A100");
+    else
+        snprintf(s, sizeof s, "NVIDIA Stand-in A100 MIG %ug.%ugb", mig_slices(mig), mig_slices(mig) * 10);
+    return put(buf, len, s);
+}
+
+typedef struct {
+    unsigned int multiprocessorCount, sharedCopyEngineCount, sharedDecoderCount, sharedEncoderCount,
+        sharedJpegCount, sharedOfaCount, gpuInstanceSliceCount, computeInstanceSliceCount;
+    unsigned long long memorySizeMB;
+} nvmlDeviceAttributes_t;
+
+nvmlReturn_t nvmlDeviceGetAttributes_v2(nvmlDevice_t d, nvmlDeviceAttributes_t *a) {
+    DEVICE(d)
+    if (!a) return INVALID_ARGUMENT;
+    memset(a, 0, sizeof *a);
+    unsigned int slices = mig < 0 ? 7 : mig_slices(mig);
+    a->multiprocessorCount = 14 * slices;
+    a->gpuInstanceSliceCount = slices;
+    a->computeInstanceSliceCount = slices;
+    a->memorySizeMB = 40960ULL * slices / 7;
+    return OK;
 }
 
 nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t d, unsigned int *minor) {

@@ -17,8 +17,15 @@ fn gpus(n: u32) -> Vec<Gpu> {
 
 fn with_mig(mut inv: Vec<Gpu>, gpu: usize, n: u32) -> Vec<Gpu> {
     inv[gpu].mig_enabled = true;
-    inv[gpu].migs =
-        (0..n).map(|j| Mig { uuid: format!("MIG-{gpu}-{j}"), gi: j + 1, ci: 0, caps: vec![] }).collect();
+    inv[gpu].migs = (0..n)
+        .map(|j| Mig {
+            uuid: format!("MIG-{gpu}-{j}"),
+            gi: j + 1,
+            ci: 0,
+            caps: vec![],
+            slices: Some(j % 3 + 1),
+        })
+        .collect();
     inv
 }
 
@@ -44,7 +51,7 @@ fn counts_take_free_gpus_in_order_and_are_exclusive() {
     let mut st = State::default();
     let a = decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
+        Pool { inv: &inv, exclusive: true },
         &Request::Count(2),
         &who("c1", "alice"),
         &open_quota(),
@@ -54,7 +61,7 @@ fn counts_take_free_gpus_in_order_and_are_exclusive() {
     assert_eq!(a.iter().map(|u| u.uuid.as_str()).collect::<Vec<_>>(), ["GPU-0", "GPU-1"]);
     let b = decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
+        Pool { inv: &inv, exclusive: true },
         &Request::Count(2),
         &who("c2", "bob"),
         &open_quota(),
@@ -64,7 +71,7 @@ fn counts_take_free_gpus_in_order_and_are_exclusive() {
     assert_eq!(b.iter().map(|u| u.uuid.as_str()).collect::<Vec<_>>(), ["GPU-2", "GPU-3"]);
     let e = decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
+        Pool { inv: &inv, exclusive: true },
         &Request::Count(1),
         &who("c3", "carl"),
         &open_quota(),
@@ -79,57 +86,81 @@ fn counts_take_free_gpus_in_order_and_are_exclusive() {
 fn per_container_and_quota_refusals_say_what_and_why() {
     let inv = gpus(4);
     let mut st = State::default();
-    let q = Quota { per_container: Some((1, "group student".into())), per_user: Some(3), ..open_quota() };
-    let e = decide(
-        &mut st,
-        Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
-        &Request::Count(2),
-        &who("c1", "alice"),
-        &q,
-        0,
-    )
-    .unwrap_err();
+    let q = Quota { per_container: Some((1, "group student".into())), per_user: Some(21), ..open_quota() };
+    let e =
+        decide(&mut st, Pool { inv: &inv, exclusive: true }, &Request::Count(2), &who("c1", "alice"), &q, 0)
+            .unwrap_err();
     assert_eq!(e.to_string(), "2 GPUs requested; group student allows 1 per container");
     assert_eq!(e.kind, crate::error::Kind::Refused);
     for c in ["c1", "c2", "c3"] {
-        decide(
-            &mut st,
-            Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
-            &Request::Count(1),
-            &who(c, "alice"),
-            &q,
-            0,
-        )
-        .unwrap();
+        decide(&mut st, Pool { inv: &inv, exclusive: true }, &Request::Count(1), &who(c, "alice"), &q, 0)
+            .unwrap();
     }
-    let e = decide(
-        &mut st,
-        Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
-        &Request::Count(1),
-        &who("c4", "alice"),
-        &q,
-        0,
-    )
-    .unwrap_err();
-    assert_eq!(e.to_string(), "1 GPU requested; quota 3, already holding 3 in c1-name, c2-name, c3-name");
-    // A full GPU counts as mig_instances_per_gpu MIG-equivalents.
+    let e =
+        decide(&mut st, Pool { inv: &inv, exclusive: true }, &Request::Count(1), &who("c4", "alice"), &q, 0)
+            .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "1 GPU requested; quota 3 GPU-equivalents, already holding 3 in c1-name, c2-name, c3-name"
+    );
+    // DS01's weights: a full GPU 1, a MIG instance its compute slices over 7. Per container
+    // counts units; per user adds weights.
+    let inv = with_mig(gpus(2), 1, 3); // MIG 1:0 1g (1/7), 1:1 2g (2/7), 1:2 3g (3/7)
     let mut st = State::default();
-    let q = Quota { per_container: Some((3, "group student".into())), ..open_quota() };
+    let q = Quota { per_container: Some((2, "group student".into())), per_user: Some(7), ..open_quota() };
+    let a = decide(
+        &mut st,
+        Pool { inv: &inv, exclusive: true },
+        &Request::Devices(vec!["1:1".into(), "1:2".into()]),
+        &who("m1", "alice"),
+        &q,
+        0,
+    )
+    .unwrap();
+    assert_eq!(a.len(), 2);
+    assert_eq!(st.allocations[0].sevenths, 5, "2/7 + 3/7");
     let e = decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 4, exclusive: true },
-        &Request::Count(1),
-        &who("c1", "alice"),
+        Pool { inv: &inv, exclusive: true },
+        &Request::Devices(vec!["0".into()]),
+        &who("m2", "alice"),
         &q,
         0,
     )
     .unwrap_err();
-    assert_eq!(e.to_string(), "1 GPU requested (4 MIG-equivalents); group student allows 3 per container");
+    assert_eq!(
+        e.to_string(),
+        "1 GPU requested; quota 1 GPU-equivalents, already holding 0.71 in m1-name",
+        "5/7 held + a full GPU exceeds 1.0"
+    );
+    decide(
+        &mut st,
+        Pool { inv: &inv, exclusive: true },
+        &Request::Devices(vec!["1:0".into()]),
+        &who("m2", "alice"),
+        &q,
+        0,
+    )
+    .expect("5/7 + 1/7 fits within 1.0");
+    let e = decide(
+        &mut st,
+        Pool { inv: &inv, exclusive: true },
+        &Request::Devices(vec!["1:0".into(), "1:1".into(), "1:2".into()]),
+        &who("m3", "bob"),
+        &q,
+        0,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "3 GPUs requested (0.86 GPU-equivalents); group student allows 2 per container"
+    );
+    assert_eq!((gpueq(14), gpueq(2), gpueq(17)), ("2".into(), "0.29".into(), "2.43".into()));
     // The policy's verdict wins over "busy".
     let mut st = State::default();
     decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
+        Pool { inv: &inv, exclusive: true },
         &Request::All,
         &who("big", "admin"),
         &open_quota(),
@@ -137,15 +168,9 @@ fn per_container_and_quota_refusals_say_what_and_why() {
     )
     .unwrap();
     let q = Quota { per_container: Some((1, "group student".into())), ..open_quota() };
-    let e = decide(
-        &mut st,
-        Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
-        &Request::Count(2),
-        &who("c1", "alice"),
-        &q,
-        0,
-    )
-    .unwrap_err();
+    let e =
+        decide(&mut st, Pool { inv: &inv, exclusive: true }, &Request::Count(2), &who("c1", "alice"), &q, 0)
+            .unwrap_err();
     assert!(e.to_string().contains("allows 1 per container"), "{e}");
 }
 
@@ -154,29 +179,15 @@ fn full_gpus_need_allow_full_gpu_and_mig_is_least_allocated_first() {
     let inv = with_mig(with_mig(gpus(3), 1, 2), 2, 2);
     let mut st = State::default();
     let q = Quota { allow_full: false, ..open_quota() };
-    let a = decide(
-        &mut st,
-        Pool { inv: &inv, mig_per_gpu: 4, exclusive: true },
-        &Request::Count(1),
-        &who("c1", "a"),
-        &q,
-        0,
-    )
-    .unwrap();
+    let a = decide(&mut st, Pool { inv: &inv, exclusive: true }, &Request::Count(1), &who("c1", "a"), &q, 0)
+        .unwrap();
     assert_eq!(a[0].uuid, "MIG-1-0");
-    let b = decide(
-        &mut st,
-        Pool { inv: &inv, mig_per_gpu: 4, exclusive: true },
-        &Request::Count(1),
-        &who("c2", "b"),
-        &q,
-        0,
-    )
-    .unwrap();
+    let b = decide(&mut st, Pool { inv: &inv, exclusive: true }, &Request::Count(1), &who("c2", "b"), &q, 0)
+        .unwrap();
     assert_eq!(b[0].uuid, "MIG-2-0", "the GPU with fewer allocated instances");
     let e = decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 4, exclusive: true },
+        Pool { inv: &inv, exclusive: true },
         &Request::Devices(vec!["0".into()]),
         &who("c3", "c"),
         &q,
@@ -186,7 +197,7 @@ fn full_gpus_need_allow_full_gpu_and_mig_is_least_allocated_first() {
     assert!(e.to_string().contains("full GPUs are not allowed for group student"), "{e}");
     let e = decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 4, exclusive: true },
+        Pool { inv: &inv, exclusive: true },
         &Request::Devices(vec!["1".into()]),
         &who("c3", "c"),
         &open_quota(),
@@ -196,7 +207,7 @@ fn full_gpus_need_allow_full_gpu_and_mig_is_least_allocated_first() {
     assert!(e.to_string().contains("GPU 1 is in MIG mode"), "{e}");
     let c = decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 4, exclusive: true },
+        Pool { inv: &inv, exclusive: true },
         &Request::Devices(vec!["2:1".into()]),
         &who("c4", "c"),
         &q,
@@ -206,7 +217,7 @@ fn full_gpus_need_allow_full_gpu_and_mig_is_least_allocated_first() {
     assert_eq!(c[0].uuid, "MIG-2-1");
     let e = decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 4, exclusive: true },
+        Pool { inv: &inv, exclusive: true },
         &Request::Devices(vec!["MIG-2-1".into()]),
         &who("c5", "d"),
         &q,
@@ -216,7 +227,7 @@ fn full_gpus_need_allow_full_gpu_and_mig_is_least_allocated_first() {
     assert_eq!(e.to_string(), "GPU 2 is in use by c4-name (c)");
     let e = decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 4, exclusive: true },
+        Pool { inv: &inv, exclusive: true },
         &Request::Devices(vec!["GPU-9".into()]),
         &who("c5", "d"),
         &q,
@@ -250,7 +261,7 @@ fn holds_restarts_and_reclaims() {
     let mut st = State::default();
     let first = decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
+        Pool { inv: &inv, exclusive: true },
         &Request::Count(1),
         &who("c1", "alice"),
         &open_quota(),
@@ -262,7 +273,7 @@ fn holds_restarts_and_reclaims() {
     // Nobody else gets it meanwhile.
     decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
+        Pool { inv: &inv, exclusive: true },
         &Request::Count(1),
         &who("c2", "bob"),
         &open_quota(),
@@ -271,7 +282,7 @@ fn holds_restarts_and_reclaims() {
     .unwrap();
     let e = decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
+        Pool { inv: &inv, exclusive: true },
         &Request::Count(1),
         &who("c3", "bob"),
         &open_quota(),
@@ -282,7 +293,7 @@ fn holds_restarts_and_reclaims() {
     // The restart of the same container gets the same GPU back.
     let again = decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
+        Pool { inv: &inv, exclusive: true },
         &Request::Count(1),
         &who("c1", "alice"),
         &open_quota(),
@@ -311,7 +322,7 @@ fn holds_restarts_and_reclaims() {
     // its hold starts now.
     decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
+        Pool { inv: &inv, exclusive: true },
         &Request::Count(1),
         &who("d1", "x"),
         &open_quota(),
@@ -326,7 +337,7 @@ fn holds_restarts_and_reclaims() {
     // A create in flight (runtime state not there yet, creator alive) is kept.
     decide(
         &mut st,
-        Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
+        Pool { inv: &inv, exclusive: true },
         &Request::Count(1),
         &who("c9", "x"),
         &open_quota(),
@@ -342,37 +353,15 @@ fn zero_hold_releases_at_once_and_no_gpus_host_refuses() {
     let inv = gpus(1);
     let mut st = State::default();
     let q = Quota { hold_secs: Some(0), ..open_quota() };
-    decide(
-        &mut st,
-        Pool { inv: &inv, mig_per_gpu: 1, exclusive: true },
-        &Request::Count(1),
-        &who("c1", "a"),
-        &q,
-        0,
-    )
-    .unwrap();
+    decide(&mut st, Pool { inv: &inv, exclusive: true }, &Request::Count(1), &who("c1", "a"), &q, 0).unwrap();
     on_deleted(&mut st, "c1", 1);
     assert!(st.allocations.is_empty());
-    let e = decide(
-        &mut st,
-        Pool { inv: &[], mig_per_gpu: 1, exclusive: true },
-        &Request::Count(1),
-        &who("c1", "a"),
-        &q,
-        0,
-    )
-    .unwrap_err();
+    let e = decide(&mut st, Pool { inv: &[], exclusive: true }, &Request::Count(1), &who("c1", "a"), &q, 0)
+        .unwrap_err();
     assert_eq!(e.to_string(), "1 GPU requested; this host has no GPUs");
-    assert!(decide(
-        &mut st,
-        Pool { inv: &[], mig_per_gpu: 1, exclusive: true },
-        &Request::None,
-        &who("c1", "a"),
-        &q,
-        0
-    )
-    .unwrap()
-    .is_empty());
+    assert!(decide(&mut st, Pool { inv: &[], exclusive: true }, &Request::None, &who("c1", "a"), &q, 0)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -383,7 +372,7 @@ fn shared_mode_hands_out_least_allocated() {
         .map(|i| {
             decide(
                 &mut st,
-                Pool { inv: &inv, mig_per_gpu: 1, exclusive: false },
+                Pool { inv: &inv, exclusive: false },
                 &Request::Count(1),
                 &who(&format!("c{i}"), "a"),
                 &open_quota(),
