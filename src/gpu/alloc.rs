@@ -149,7 +149,7 @@ pub fn units(inv: &[Gpu]) -> Vec<Unit> {
 
 /// Sevenths of a GPU as GPU-equivalents, the way DS01 prints them: `2`, `0.29`, `2.43`.
 pub fn gpueq(sevenths: u32) -> String {
-    if sevenths % SLICES_PER_GPU == 0 {
+    if sevenths.is_multiple_of(SLICES_PER_GPU) {
         return (sevenths / SLICES_PER_GPU).to_string();
     }
     let s = format!("{:.2}", f64::from(sevenths) / f64::from(SLICES_PER_GPU));
