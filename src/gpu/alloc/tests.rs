@@ -405,3 +405,21 @@ fn container_count_is_capped_per_owner_and_reconciled() {
     reconcile(&mut st, 700, &world);
     assert_eq!(st.containers.iter().map(|c| c.container.as_str()).collect::<Vec<_>>(), ["c3"]);
 }
+
+#[test]
+fn an_allocation_recorded_before_weights_counts_whole_gpus() {
+    // gpus.json written by an older release: `slots`, no `sevenths`.
+    let old: Allocation = serde_json::from_value(serde_json::json!({
+        "container": "old", "owner": "alice", "group": "student", "devices": ["GPU-0", "GPU-1"],
+        "slots": 2, "since": 0, "pid": 1, "runc_root": "/r", "status": "running"
+    }))
+    .unwrap();
+    assert_eq!(old.sevenths, 0);
+    let mut st = State { allocations: vec![old], ..State::default() };
+    let inv = gpus(4);
+    let q = Quota { per_user: Some(14), ..open_quota() };
+    let e =
+        decide(&mut st, Pool { inv: &inv, exclusive: true }, &Request::Count(1), &who("c1", "alice"), &q, 0)
+            .unwrap_err();
+    assert_eq!(e.to_string(), "1 GPU requested; quota 2 GPU-equivalents, already holding 2 in old");
+}
