@@ -1,40 +1,26 @@
 //! ds01-runtime: an OCI runtime shim for shared GPU servers.
 //!
-//! The shape of a call: [`argv::scan`] reads runc's command line; every subcommand but
-//! `create`/`run` is exec'd to the low-level runtime at once ([`passthrough`]); `create` runs
-//! the pipeline in [`create`]: load the bundle ([`bundle`]), resolve the owner ([`identity`]),
-//! apply the [`modifiers`] (slice, labels), write config.json atomically, then exec runc.
+//! The tree follows a call (docs/ARCHITECTURE.md draws it):
+//! - [`shim`]: argv scan, pass-through exec, the update/exec gates, lifecycle follow-ups;
+//! - [`create`]: the create pipeline in phases (gather → reserve → modify → commit) and its
+//!   pure [`create::modifiers`];
+//! - [`owner`]: the engine that made the container, its metadata, and whose it is;
+//! - [`policy`]: DS01's resource-limits.yaml and the runtime's own settings;
+//! - [`gpu`]: inventory, requests, allocation, the allocation store, CDI;
+//! - [`audit`]: the event log and its queries;
+//! - [`host`]: the machine's edges (cgroups, users, exec, clock, paths, files);
+//! - [`ctl`]: the admin's commands;
+//! - [`spec`], [`naming`], [`error`]: config.json helpers and the `ds01.*` keys, slice names,
+//!   the error type.
 
-pub mod annotations;
-pub mod argv;
 pub mod audit;
-pub mod bundle;
-pub mod cgroups;
-pub mod clock;
 pub mod create;
-pub mod docker;
-pub mod doctor;
+pub mod ctl;
 pub mod error;
-pub mod exec;
-pub mod explain;
-pub mod gates;
 pub mod gpu;
-pub mod gpus_report;
-pub mod identity;
-pub mod install;
-pub mod kubernetes;
-pub mod lifecycle;
-pub mod limits_report;
-pub mod modifiers;
+pub mod host;
 pub mod naming;
-pub mod opaque;
-pub mod passthrough;
+pub mod owner;
 pub mod policy;
-pub mod realpath;
-pub mod runtime_log;
-pub mod settings;
-pub mod shim_alloc;
-pub mod slices;
+pub mod shim;
 pub mod spec;
-pub mod users;
-pub mod yaml;

@@ -133,7 +133,7 @@ pub fn engine_scope_prefix<'a>(spec: &'a Value, id: &str, docker: bool) -> &'a s
         "libpod"
     } else if spec::annotation(spec, "io.kubernetes.cri-o.ContainerType").is_some() {
         "crio"
-    } else if crate::kubernetes::of(spec).is_some() {
+    } else if crate::owner::kubernetes::of(spec).is_some() {
         "cri-containerd"
     } else if containerd_own {
         "containerd"
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn the_engines_own_scope_prefix() {
-        use crate::modifiers::fixtures;
+        use crate::create::modifiers::fixtures;
         use serde_json::json;
         let docker_id = "ba78d9be3456711b8562d8ac4712aac05190757f63605f3adcdf7f6fd3d0b3ab";
         assert_eq!(engine_scope_prefix(&fixtures::docker(), docker_id, false), "docker", "/docker/<id>");

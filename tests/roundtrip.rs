@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use ds01::create;
+use ds01::policy::settings::{Settings, Unattributed};
 use ds01::policy::Policy;
-use ds01::settings::{Settings, Unattributed};
 use serde_json::Value;
 
 const FIXTURES: &[&str] = &[
@@ -139,13 +139,14 @@ fn carried_parts_come_back_as_they_were_and_change_nothing_else() {
     let mut carried = 0;
     for name in FIXTURES {
         let text = std::fs::read_to_string(fixture(name)).unwrap();
-        let (value, parts) = ds01::opaque::parse(text.as_bytes()).unwrap();
+        let (value, parts) = ds01::create::opaque::parse(text.as_bytes()).unwrap();
         for (path, raw) in &parts {
             assert!(text.contains(raw.get()), "{name}: {path:?} is the input's own bytes");
         }
         carried += parts.len();
-        let spliced =
-            |v: &Value| serde_json::to_string(&ds01::opaque::Spliced { value: v, parts: &parts }).unwrap();
+        let spliced = |v: &Value| {
+            serde_json::to_string(&ds01::create::opaque::Spliced { value: v, parts: &parts }).unwrap()
+        };
         assert_eq!(minify(&spliced(&value)), minify(&text), "{name}");
         let full: Value = serde_json::from_str(&text).unwrap();
         let input = |original| create::CreateInput {

@@ -18,8 +18,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::clock::iso8601_micros;
 use crate::error::{Error, Result};
+use crate::host::clock::iso8601_micros;
 
 /// Version of this line format.
 pub const SCHEMA_VERSION: &str = "1";
@@ -284,7 +284,7 @@ pub fn append(path: &Path, lines: &str) -> Result<()> {
 
 /// Appends a create's lines as the settings say: on failure, `audit_failure: refuse` refuses
 /// the container; `allow` lets it run and says so on stderr and in the journal.
-pub fn record(settings: &crate::settings::Settings, lines: &str) -> Result<()> {
+pub fn record(settings: &crate::policy::settings::Settings, lines: &str) -> Result<()> {
     let res = append(&settings.audit_log, lines);
     if settings.journal {
         for l in lines.lines() {
@@ -293,7 +293,7 @@ pub fn record(settings: &crate::settings::Settings, lines: &str) -> Result<()> {
     }
     match res {
         Ok(()) => Ok(()),
-        Err(e) if settings.audit_failure == crate::settings::AuditFailure::Refuse => {
+        Err(e) if settings.audit_failure == crate::policy::settings::AuditFailure::Refuse => {
             Err(Error::failed(format!("{e}; refusing the container (audit_failure: refuse)")))
         }
         Err(e) => {
@@ -306,7 +306,7 @@ pub fn record(settings: &crate::settings::Settings, lines: &str) -> Result<()> {
 }
 
 /// Records an event that must never affect a container (refusals, start, kill, delete).
-pub fn record_quietly(settings: &crate::settings::Settings, lines: &str) {
+pub fn record_quietly(settings: &crate::policy::settings::Settings, lines: &str) {
     if settings.journal {
         for l in lines.lines() {
             journal(l, 6, &[]);

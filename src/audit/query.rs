@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use super::Event;
-use crate::clock::{days_from_civil, rfc3339};
 use crate::error::{Error, Result};
+use crate::host::clock::{days_from_civil, rfc3339};
 
 /// Filters of `ds01ctl audit`.
 #[derive(Debug, Clone, Default)]

@@ -10,16 +10,17 @@ use std::os::raw::{c_char, c_int};
 use std::os::unix::ffi::OsStrExt;
 
 use ds01::audit::{self, Event, Kind};
-use ds01::clock::{Clock, SystemClock};
+use ds01::create;
 use ds01::error::{Error, Kind as ErrorKind};
-use ds01::exec::Execv;
 use ds01::gpu::nvml;
-use ds01::settings::{self, Settings};
-use ds01::{argv, create, gates, lifecycle, passthrough, runtime_log};
+use ds01::host::clock::{Clock, SystemClock};
+use ds01::host::exec::Execv;
+use ds01::policy::settings::{self, Settings};
+use ds01::shim::{argv, gates, lifecycle, passthrough, runtime_log};
 
 /// Size classes in 8 MiB of .bss instead of an mmap per allocation; only touched pages count.
 #[global_allocator]
-static ALLOC: ds01::shim_alloc::Arena<{ 8 << 20 }> = ds01::shim_alloc::Arena::new();
+static ALLOC: ds01::shim::alloc::Arena<{ 8 << 20 }> = ds01::shim::alloc::Arena::new();
 
 /// The process entry point, called by the C runtime.
 #[no_mangle]
@@ -64,7 +65,7 @@ fn run(args: Vec<OsString>) -> c_int {
         let judged = Settings::load(&located).and_then(|s| {
             if command == Some(b"update") {
                 gates::update::gate(&inv, &s)
-                    .and_then(|piped| piped.map_or(Ok(()), |b| ds01::exec::stdin_from(&b)))
+                    .and_then(|piped| piped.map_or(Ok(()), |b| ds01::host::exec::stdin_from(&b)))
             } else {
                 gates::exec::gate(&inv, &s)
             }

@@ -7,10 +7,11 @@ use std::io::Write;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use ds01::audit::query;
-use ds01::install::{self, Options};
+use ds01::ctl::install::{self, Options};
+use ds01::ctl::{doctor, explain, gpus as gpus_report, limits as limits_report, slice_units as slices};
+use ds01::owner::identity;
+use ds01::policy::settings::{self, Located, Settings};
 use ds01::policy::Policy;
-use ds01::settings::{self, Located, Settings};
-use ds01::{doctor, explain, gpus_report, identity, limits_report, slices};
 
 /// Admin tool for ds01-runtime, the OCI runtime that places every container in its owner's
 /// slice on a shared GPU server.

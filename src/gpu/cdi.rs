@@ -319,7 +319,8 @@ pub fn fill_nodes(edits: &mut Edits, dev_root: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    const GENERATED: &str = include_str!("../../tests/fixtures/cdi/nvidia.yaml");
+    const GENERATED: &str =
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cdi/nvidia.yaml"));
 
     fn dir_with(files: &[(&str, &str)]) -> PathBuf {
         let d = std::env::temp_dir().join(format!(

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::nvml::Querier;
 use super::Gpu;
-use crate::bundle::write_atomic;
 use crate::error::{Error, Result};
-use crate::settings::{GpuSettings, InventorySource};
+use crate::host::fs::write_atomic;
+use crate::policy::settings::{GpuSettings, InventorySource};
 
 /// A device node on the host, as it must appear in the container.
 #[derive(Debug, Clone, PartialEq, Eq)]

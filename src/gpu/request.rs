@@ -4,12 +4,12 @@
 
 use serde_json::Value;
 
-use crate::docker::DockerMeta;
 use crate::error::{Error, Result};
+use crate::owner::docker::DockerMeta;
 use crate::spec;
 
 /// Key of the annotation and label.
-pub const GPUS_KEY: &str = crate::annotations::Key::Gpus.as_str();
+pub const GPUS_KEY: &str = crate::spec::annotations::Key::Gpus.as_str();
 
 /// A request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +132,7 @@ pub fn find(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::{DeviceRequest, HostConfig};
+    use crate::owner::docker::{DeviceRequest, HostConfig};
     use serde_json::json;
 
     #[test]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::alloc::{State, World};
-use crate::bundle::write_atomic;
 use crate::error::{Context, Error, Result};
+use crate::host::fs::write_atomic;
 
 /// The state file and its lock.
 pub struct Store {

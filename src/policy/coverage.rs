@@ -224,7 +224,7 @@ fn shown(v: &Value) -> String {
 fn read(path: &Path) -> Result<Option<Value>> {
     match std::fs::read_to_string(path) {
         Ok(t) if t.trim().is_empty() => Ok(None),
-        Ok(t) => crate::yaml::from_str(&t, "policy file", path).map(Some),
+        Ok(t) => crate::policy::yaml::from_str(&t, "policy file", path).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::failed(format!("cannot read {}: {e}", path.display()))),
     }

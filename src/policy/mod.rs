@@ -6,7 +6,9 @@
 //! inherits. Keys this project does not use are accepted and ignored.
 
 pub mod coverage;
+pub mod settings;
 pub mod values;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -260,8 +262,8 @@ impl Policy {
             c: Option<&Path>,
         ) -> Result<T> {
             match c {
-                Some(dir) => crate::yaml::from_str_cached(t, what, p, dir),
-                None => crate::yaml::from_str(t, what, p),
+                Some(dir) => crate::policy::yaml::from_str_cached(t, what, p, dir),
+                None => crate::policy::yaml::from_str(t, what, p),
             }
         }
         let file: PolicyFile = if text.trim().is_empty() {
@@ -338,7 +340,7 @@ impl Policy {
             return true;
         }
         let Some(group) = &ac.admin_group else { return false };
-        crate::users::UserDb::system().is_member(user, group).unwrap_or(false)
+        crate::host::users::UserDb::system().is_member(user, group).unwrap_or(false)
     }
 
     /// The layers that apply to a user in order: defaults, group, override.

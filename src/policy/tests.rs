@@ -1,6 +1,7 @@
 use super::*;
 
-const SHIPPED: &str = include_str!("../../runtime-config/resource-limits.yaml");
+const SHIPPED: &str =
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/runtime-config/resource-limits.yaml"));
 
 fn shipped() -> Policy {
     let mut p =
