@@ -298,6 +298,14 @@ fn main() {
         .unwrap();
     let tru = PathBuf::from("/bin/true");
     let mut arms: Vec<(String, PathBuf)> = vec![("ds01-runtime".into(), b.shim.clone())];
+    // The same shim linked statically against glibc, by the ordinary cargo build for the host's
+    // gnu target with +crt-static: what building it for musl buys.
+    let gnu = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    match cargo_build_shim(&gnu, &[("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static")]) {
+        Ok(glibc) => arms.push(("the same shim linked statically against glibc".into(), glibc)),
+        Err(e) => notes.push(format!("the shim linked statically against glibc: skipped, {e}")),
+    }
+    let glibc_arm = arms.len() == 2;
     arms.extend(anchors(b.tmp.path(), &tru));
     arms.push(("/bin/true".into(), tru.clone()));
     let t = alternate(calls * 2, arms.len(), |k| timed(&arms[k].1, &true_settings, &["state", "x"]));
@@ -305,10 +313,19 @@ fn main() {
     for (k, (name, _)) in arms.iter().enumerate().take(last) {
         let what = if k == 0 {
             "pass-through alone: the shim in front of /bin/true vs /bin/true".to_owned()
+        } else if k == 1 && glibc_arm {
+            format!("{name}, in front of /bin/true, vs /bin/true")
         } else {
             format!("anchor: {name}, in front of /bin/true, vs /bin/true")
         };
         rows.push(Row::new(what, &t[k], &t[last]));
+    }
+    if glibc_arm {
+        rows.push(Row::new(
+            "pass-through alone: the shim (static musl) vs the same shim linked statically against glibc",
+            &t[0],
+            &t[1],
+        ));
     }
 
     let kill = |bin: &Path| {

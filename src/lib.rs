@@ -13,6 +13,7 @@
 //! - [`spec`], [`naming`], [`error`]: config.json helpers and the `ds01.*` keys, slice names,
 //!   the error type.
 
+pub mod argv;
 pub mod audit;
 pub mod create;
 pub mod ctl;

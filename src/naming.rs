@@ -3,10 +3,7 @@
 
 use md5::{Digest, Md5};
 
-use serde_json::Value;
-
-use crate::error::{Error, Result};
-use crate::spec;
+use crate::error::{Refusal, Result};
 
 /// The longest name kept whole; longer ones are cut and given a hash suffix.
 const MAX_NAME: usize = 32;
@@ -30,9 +27,10 @@ pub fn sanitize(original: &str) -> Result<String> {
     }
     let trimmed = out.trim_matches('_');
     if trimmed.is_empty() {
-        return Err(Error::refused(format!(
-            "user or group name {original:?} is empty once made safe for a slice name"
-        )));
+        return Err(Refusal::UnknownOwner {
+            why: format!("user or group name {original:?} is empty once made safe for a slice name"),
+        }
+        .into());
     }
     if trimmed.len() <= MAX_NAME {
         return Ok(trimmed.to_owned());
@@ -111,37 +109,6 @@ impl Placement {
     }
 }
 
-/// The prefix the engine itself gives its containers' scopes: the one in a systemd-form
-/// cgroup path (`slice:prefix:id`), else `libpod` (Podman), `crio` (CRI-O), `cri-containerd`
-/// (containerd's CRI), `containerd` (ctr, nerdctl: containerd's own `/<namespace>/<id>` path),
-/// else `docker` (Docker, and runc called directly).
-pub fn engine_scope_prefix<'a>(spec: &'a Value, id: &str, docker: bool) -> &'a str {
-    let path = spec::get(spec, &["linux", "cgroupsPath"]).and_then(Value::as_str).unwrap_or("");
-    if let [_, prefix, _] = path.split(':').collect::<Vec<_>>()[..] {
-        if !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return prefix;
-        }
-    }
-    let containerd_own = path
-        .strip_prefix('/')
-        .and_then(|p| p.strip_suffix(id))
-        .and_then(|ns| ns.strip_suffix('/'))
-        .is_some_and(|ns| !ns.is_empty() && !ns.contains('/') && ns != "docker");
-    if docker {
-        "docker"
-    } else if spec::annotation(spec, "io.container.manager") == Some("libpod") {
-        "libpod"
-    } else if spec::annotation(spec, "io.kubernetes.cri-o.ContainerType").is_some() {
-        "crio"
-    } else if crate::owner::kubernetes::of(spec).is_some() {
-        "cri-containerd"
-    } else if containerd_own {
-        "containerd"
-    } else {
-        "docker"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,26 +170,5 @@ mod tests {
             u.cgroups_path(false, "docker", "x"),
             "/ds01.slice/ds01-unattributed.slice/docker-x.scope"
         );
-    }
-
-    #[test]
-    fn the_engines_own_scope_prefix() {
-        use crate::create::modifiers::fixtures;
-        use serde_json::json;
-        let docker_id = "ba78d9be3456711b8562d8ac4712aac05190757f63605f3adcdf7f6fd3d0b3ab";
-        assert_eq!(engine_scope_prefix(&fixtures::docker(), docker_id, false), "docker", "/docker/<id>");
-        assert_eq!(engine_scope_prefix(&json!({}), "c", true), "docker", "Docker's metadata");
-        assert_eq!(engine_scope_prefix(&json!({}), "c", false), "docker", "runc called directly");
-        assert_eq!(engine_scope_prefix(&fixtures::podman(), "c", false), "libpod");
-        let cri = json!({"annotations": {"io.kubernetes.cri.sandbox-namespace": "ml"}});
-        assert_eq!(engine_scope_prefix(&cri, "c", false), "cri-containerd");
-        let crio = json!({"annotations": {"io.kubernetes.pod.namespace": "ml",
-            "io.kubernetes.cri-o.ContainerType": "container"}});
-        assert_eq!(engine_scope_prefix(&crio, "c", false), "crio");
-        let ctr = json!({"linux": {"cgroupsPath": "/default/web"}});
-        assert_eq!(engine_scope_prefix(&ctr, "web", false), "containerd");
-        assert_eq!(engine_scope_prefix(&ctr, "other", false), "docker");
-        let nerdctl = json!({"linux": {"cgroupsPath": "system.slice:nerdctl:web"}});
-        assert_eq!(engine_scope_prefix(&nerdctl, "web", false), "nerdctl", "the systemd form says");
     }
 }

@@ -177,10 +177,6 @@ fn explain_and_a_real_create_through_runc_give_ds01s_numbers_for_every_group() {
         return;
     }
     let (rc, _) = ds01_host("ds01create", "");
-    let v1 = Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists();
-    if !v1 {
-        println!("skip: the aggregate cgroup files are read on cgroup v1/hybrid (this host is not)");
-    }
     for e in &GROUPS {
         // explain: one GPU over the per-container cap is refused with DS01's number.
         if let Some(n) = e.per_container {
@@ -279,18 +275,15 @@ fn explain_and_a_real_create_through_runc_give_ds01s_numbers_for_every_group() {
         let want =
             format!("already runs {} containers (max_containers_per_user {}", e.containers, e.containers);
         assert!(stderr(&o).contains(&want), "{}: {}", e.user, stderr(&o));
-        // The aggregates on the user's slice, read back from the cgroup files.
-        if let (Some([cpu, max, _, tasks, _]), true) = (e.aggregate, v1) {
-            let dir = |c: &str| {
-                PathBuf::from(format!("/sys/fs/cgroup/{c}/ds01.slice/ds01-{}.slice/{slice}", e.group))
-            };
-            let read = |c: &str, f: &str| fs::read_to_string(dir(c).join(f)).unwrap().trim().to_owned();
+        // The aggregates on the user's slice, read back from the cgroup files (v1 or v2).
+        if let Some([cpu, max, _, tasks, _]) = e.aggregate {
+            let f = slice_files(e.group, e.user);
             let max_bytes: u64 = max.trim_end_matches('G').parse::<u64>().unwrap() * G;
-            assert_eq!(read("memory", "memory.limit_in_bytes"), max_bytes.to_string(), "{}", e.user);
-            assert_eq!(read("pids", "pids.max"), tasks, "{}", e.user);
+            assert_eq!(f.memory_max, max_bytes.to_string(), "{}", e.user);
+            assert_eq!(f.tasks_max, tasks, "{}", e.user);
             let cpus: u64 = cpu.trim_end_matches('%').parse::<u64>().unwrap() / 100;
-            let period: u64 = read("cpu", "cpu.cfs_period_us").parse().unwrap();
-            assert_eq!(read("cpu", "cpu.cfs_quota_us"), (cpus * period).to_string(), "{}", e.user);
+            let period: u64 = f.cpu_period.parse().unwrap();
+            assert_eq!(f.cpu_quota, (cpus * period).to_string(), "{}", e.user);
         }
         // Gone without a stop (no hold): the next group finds the GPUs free.
         for id in &ids {

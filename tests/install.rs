@@ -21,7 +21,9 @@ impl Host {
     }
     fn ctl(&self, args: &[&str]) -> std::process::Output {
         let bin = ds01ctl();
-        let from = bin.parent().unwrap();
+        // The shim as built for installing (musl, staged beside ds01ctl), not cargo's glibc one.
+        let staged = shim();
+        let from = staged.parent().unwrap();
         let mut cmd = Command::new(&bin);
         cmd.args(args);
         if args[0] == "install" {

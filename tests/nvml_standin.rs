@@ -3,31 +3,35 @@
 //! The stand-in reads FAKE_NVML_* at nvmlInit; environment variables are process-wide, so every
 //! case runs in order inside the one test of this binary.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::{require, which};
 
 use ds01::gpu::nvml::query;
 use ds01::gpu::Gpu;
 
-/// Builds the stand-in into a fresh temporary directory; `Err` when gcc is not available.
-fn build_standin() -> Result<PathBuf, String> {
+/// Builds the stand-in with gcc into a fresh temporary directory.
+fn build_standin() -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nvml-standin/fake_nvml.c");
     let dir = std::env::temp_dir().join(format!("ds01-nvml-standin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     let lib = dir.join("libnvidia-ml.so.1");
     let out = Command::new("gcc")
         .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o"])
         .arg(&lib)
         .arg(&src)
         .output()
-        .map_err(|e| format!("gcc not available: {e}"))?;
+        .unwrap_or_else(|e| panic!("cannot run gcc: {e}"));
     assert!(
         out.status.success(),
         "gcc failed on {}: {}",
         src.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(lib)
+    lib
 }
 
 fn set_env(gpus: Option<&str>, mig: Option<&str>, fail_init: bool) {
@@ -47,14 +51,13 @@ fn gpu_uuid(i: u32) -> String {
 
 #[test]
 fn query_against_standin() {
-    let lib = match build_standin() {
-        Ok(lib) => lib,
-        Err(why) if std::env::var("CI").as_deref() != Ok("true") => {
-            println!("SKIPPED: {why}");
-            return;
-        }
-        Err(why) => panic!("{why}"),
-    };
+    if !require(
+        which("gcc").is_some(),
+        "needs gcc to build the stand-in libnvidia-ml.so (apt-get install gcc)",
+    ) {
+        return;
+    }
+    let lib = build_standin();
     let run = || query(lib.as_os_str());
 
     // Defaults: 4 GPUs, no MIG.

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use ds01::create;
+use ds01::create::host::Memory;
 use ds01::policy::settings::{Settings, Unattributed};
 use ds01::policy::Policy;
 use serde_json::Value;
@@ -21,6 +22,18 @@ fn container_id(name: &str) -> &'static str {
         "docker-20.10-config.json" => "ba78d9be3456711b8562d8ac4712aac05190757f63605f3adcdf7f6fd3d0b3ab",
         "podman-4.3-config.json" => "841c42b07bba336cd3638bb6adead782a7ffbe986cd21ba10a6bfc55d6494881",
         _ => "cid",
+    }
+}
+
+/// A create of the fixture `name` from a bundle that is nowhere on disk.
+fn call(name: &str, systemd_cgroup: bool) -> create::Call {
+    create::Call {
+        id: container_id(name).into(),
+        bundle: "/nonexistent".into(),
+        runc_root: "/run/runc".into(),
+        systemd_cgroup,
+        restore: None,
+        pid: 1,
     }
 }
 
@@ -90,16 +103,8 @@ fn pipeline_changes_only_what_it_owns() {
         let text = std::fs::read_to_string(fixture(name)).unwrap();
         let original: Value = serde_json::from_str(&text).unwrap();
         for systemd in [false, true] {
-            let input = create::CreateInput {
-                settings: &settings,
-                policy: &policy,
-                original: &original,
-                bundle_dir: Path::new("/nonexistent"),
-                container_id: container_id(name),
-                systemd_cgroup: systemd,
-                docker: None,
-            };
-            let plan = create::plan(&input, &[], &[], &mut |_, _, _| Ok(Vec::new())).unwrap();
+            let host = Memory::new(text.as_bytes(), policy.clone());
+            let plan = create::plan(&host, &call(name, systemd), &settings).unwrap();
             let mut out = plan.spec.clone();
             // Undo exactly the owned changes; the rest must be the original, byte for byte.
             let had_annotations = original.get("annotations").is_some();
@@ -149,20 +154,13 @@ fn carried_parts_come_back_as_they_were_and_change_nothing_else() {
         };
         assert_eq!(minify(&spliced(&value)), minify(&text), "{name}");
         let full: Value = serde_json::from_str(&text).unwrap();
-        let input = |original| create::CreateInput {
-            settings: &settings,
-            policy: &policy,
-            original,
-            bundle_dir: Path::new("/nonexistent"),
-            container_id: container_id(name),
-            systemd_cgroup: false,
-            docker: None,
-        };
-        let no_gpus = &mut |_: &_, _: &_, _: &_| Ok(Vec::new());
-        let over_carried = create::plan(&input(&value), &parts, &[], no_gpus).unwrap();
-        let over_full = create::plan(&input(&full), &[], &[], no_gpus).unwrap();
+        let carried_host = Memory::new(text.as_bytes(), policy.clone());
+        let whole_host = Memory { carry: false, ..Memory::new(text.as_bytes(), policy.clone()) };
+        let over_carried = create::plan(&carried_host, &call(name, false), &settings).unwrap();
+        let over_full = create::plan(&whole_host, &call(name, false), &settings).unwrap();
+        assert_eq!(full, serde_json::from_str::<Value>(&spliced(&value)).unwrap(), "{name}");
         assert_eq!(
-            minify(&spliced(&over_carried.spec)),
+            minify(&serde_json::to_string(&over_carried.spec).unwrap()),
             minify(&serde_json::to_string(&over_full.spec).unwrap()),
             "{name}"
         );

@@ -1,6 +1,7 @@
-//! The shim binary as built: statically linked against musl (no dynamic loader and no glibc
-//! start-up on every container call), and carrying no code that would load a shared object at
-//! run time (NVML, NSS modules), which a static program cannot do safely.
+//! The shim binary as built for install (`common::shim`): statically linked against musl (no
+//! dynamic loader and no glibc start-up on every container call), and carrying no code that
+//! would load a shared object at run time (NVML, NSS modules), which a static program cannot do
+//! safely.
 
 mod common;
 
@@ -42,16 +43,27 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// True when the musl target is there to build the shim with; otherwise fails in CI, or says
+/// the test is skipped.
+fn require_musl() -> bool {
+    let triple = musl_triple();
+    require(target_installed(&triple), &format!("needs the {triple} target (rustup target add {triple})"))
+}
+
 #[test]
 fn the_shim_is_static_and_loads_nothing_at_run_time() {
     let bin = std::fs::read(shim()).unwrap();
+    for word in [&b"nvmlInit"[..], b"getpwuid", b"getgrnam", b"libnss_files"] {
+        assert!(!contains(&bin, word), "the shim carries {}", String::from_utf8_lossy(word));
+    }
+    // Without the musl target the tests run cargo's own glibc build, which is dynamic.
+    if !require_musl() {
+        return;
+    }
     let types: Vec<u32> = program_headers(&bin).iter().map(|h| h.0).collect();
     assert!(!types.contains(&PT_INTERP), "the shim asks for a dynamic loader: {types:?}");
     // static-pie keeps a PT_DYNAMIC for its own relocations, but needs no library.
     assert_eq!(needed(&bin), 0, "the shim needs shared libraries");
-    for word in [&b"nvmlInit"[..], b"getpwuid", b"getgrnam", b"libnss_files"] {
-        assert!(!contains(&bin, word), "the shim carries {}", String::from_utf8_lossy(word));
-    }
 }
 
 #[test]
@@ -62,25 +74,17 @@ fn ds01ctl_stays_dynamic_for_nvml() {
 }
 
 /// The shim is a musl binary: glibc's start-up, even statically linked, asks the CPU for its
-/// cache sizes (CPUID, which traps to the hypervisor in a VM), about 0.5 ms of every runtime call
-/// on the benchmark machine. The build swaps it in (.cargo/link-shim-static) when the musl
-/// target is installed, which .ci/run does; elsewhere the glibc shim is kept, and said so.
+/// cache sizes (CPUID, which traps to the hypervisor in a VM), 0.2 ms of every runtime call on
+/// the benchmark machine (BENCHMARKS.md, "What each speed-up buys"). `common::shim` builds it with the ordinary `cargo build --target
+/// <arch>-unknown-linux-musl` when that target is installed, which .ci/run does; elsewhere the
+/// tests run the glibc shim, and say so.
 #[test]
 fn the_shim_is_built_against_musl() {
     let bin = std::fs::read(shim()).unwrap();
-    let glibc = contains(&bin, b"GLIBC_TUNABLES");
-    let sysroot = std::process::Command::new("rustc").args(["--print", "sysroot"]).output();
-    let triple = format!("{}-unknown-linux-musl", std::env::consts::ARCH);
-    let musl = sysroot.is_ok_and(|o| {
-        std::path::Path::new(String::from_utf8_lossy(&o.stdout).trim())
-            .join("lib/rustlib")
-            .join(&triple)
-            .is_dir()
-    });
-    if !require(musl, &format!("needs the {triple} target (rustup target add {triple})")) {
+    if !require_musl() {
         return;
     }
-    assert!(!glibc, "the shim carries glibc's start-up; is .cargo/config.toml's rustc-wrapper in use?");
+    assert!(!contains(&bin, b"GLIBC_TUNABLES"), "the shim carries glibc's start-up");
 }
 
 /// The follow-up child of a lifecycle call (here `kill`) waits for runc at SCHED_IDLE, so it

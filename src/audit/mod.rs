@@ -7,11 +7,11 @@
 //! runtime's flat fields (`time`, `event`, `container`, `owner`, …) for `ds01ctl audit`.
 
 pub mod container_type;
+pub mod gpu_events;
 pub mod query;
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -270,13 +270,9 @@ pub fn append(path: &Path, lines: &str) -> Result<()> {
         .mode(0o640)
         .open(path)
         .map_err(|e| Error::failed(format!("cannot open audit log {}: {e}", path.display())))?;
-    // SAFETY: flock on an fd we own; released when `f` closes.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(Error::failed(format!(
-            "cannot lock audit log {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        )));
+    // flock(LOCK_EX), released when `f` closes.
+    if let Err(e) = f.lock() {
+        return Err(Error::failed(format!("cannot lock audit log {}: {e}", path.display())));
     }
     f.write_all(lines.as_bytes())
         .map_err(|e| Error::failed(format!("cannot write audit log {}: {e}", path.display())))

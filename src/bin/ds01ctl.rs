@@ -305,8 +305,8 @@ fn run(cli: Cli) -> ds01::error::Result<()> {
             println!("{json}");
         }
         Command::Explain { path, user, id } => {
-            let (s, p) = load(&cli.config)?;
-            print!("{}", explain::explain(&s, &p, &path, user.as_deref(), id.as_deref())?);
+            let (s, _) = load(&cli.config)?;
+            print!("{}", explain::explain(&s, &path, user.as_deref(), id.as_deref())?);
         }
         Command::Doctor { daemon_json } => {
             let inputs = doctor::Inputs {

@@ -35,8 +35,31 @@ impl Bundle {
         let shown = config_path.display();
         let meta = fs::metadata(&config_path).context(format_args!("cannot read bundle config {shown}"))?;
         let bytes = fs::read(&config_path).context(format_args!("cannot read bundle config {shown}"))?;
-        let (spec, carried) = opaque::parse(&bytes)
-            .map_err(|e| Error::failed(format!("malformed bundle config {shown}: {e}")))?;
+        Bundle::parse(dir, bytes, Some((meta.permissions().mode() & 0o7777, meta.uid(), meta.gid())))
+    }
+
+    /// Parses `bytes` as `<dir>/config.json`, with the file's mode and owner when known.
+    pub fn parse(dir: &Path, bytes: Vec<u8>, meta: Option<(u32, u32, u32)>) -> Result<Bundle> {
+        Bundle::parse_as(dir, bytes, meta, true)
+    }
+
+    /// [`Bundle::parse`], with the parts no step reads carried as raw bytes only when `carry`
+    /// (the create always carries them; tests compare the two).
+    pub fn parse_as(
+        dir: &Path,
+        bytes: Vec<u8>,
+        meta: Option<(u32, u32, u32)>,
+        carry: bool,
+    ) -> Result<Bundle> {
+        let config_path = dir.join("config.json");
+        let shown = config_path.display();
+        let parsed = if carry {
+            opaque::parse(&bytes).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_slice(&bytes).map(|v| (v, Vec::new())).map_err(|e| e.to_string())
+        };
+        let (spec, carried) =
+            parsed.map_err(|e| Error::failed(format!("malformed bundle config {shown}: {e}")))?;
         if !spec.is_object() {
             return Err(Error::failed(format!("malformed bundle config {shown}: not a JSON object")));
         }
@@ -46,10 +69,18 @@ impl Bundle {
             spec,
             carried,
             bytes,
-            mode: meta.permissions().mode() & 0o7777,
-            uid: meta.uid(),
-            gid: meta.gid(),
+            mode: meta.map_or(0o644, |m| m.0),
+            uid: meta.map_or(0, |m| m.1),
+            gid: meta.map_or(0, |m| m.2),
         })
+    }
+
+    /// `spec` with the carried parts put back, as one document (what [`Bundle::write`] would
+    /// write, parsed): for showing, never on the create path.
+    pub fn whole(&self, spec: &Value) -> Result<Value> {
+        let bytes = serde_json::to_vec(&opaque::Spliced { value: spec, parts: &self.carried })
+            .context("cannot serialize config.json")?;
+        serde_json::from_slice(&bytes).context("cannot read config.json back")
     }
 
     /// The parts of config.json carried unparsed, with their original bytes.

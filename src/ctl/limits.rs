@@ -2,10 +2,11 @@
 
 use std::fmt::Write;
 
-use crate::create::{caps, quota, slice_limits};
 use crate::error::Result;
 use crate::naming::{self, Placement};
 use crate::owner::identity::{Owner, FALLBACK_GROUP};
+use crate::policy::caps::caps;
+use crate::policy::quota::{quota, slice_limits};
 use crate::policy::settings::{Settings, Source};
 use crate::policy::{coverage, Nullable, Policy, Resolved};
 
@@ -82,8 +83,8 @@ pub fn render(settings: &Settings, policy: &Policy, user: &str) -> Result<String
     }
     let owner =
         Owner { user: Some(user.into()), group: Some(group.clone()), source: Some(Source::Label), placement };
-    let q = quota(policy, &owner);
-    let c = caps(policy, &owner, None);
+    let q = quota(policy, owner.user_group());
+    let c = caps(policy, owner.user_group(), false, true);
     let _ = writeln!(o, "\nas enforced");
     let _ = writeln!(
         o,
@@ -95,7 +96,7 @@ pub fn render(settings: &Settings, policy: &Policy, user: &str) -> Result<String
     if let Some(cpu) = c.cpus {
         let _ = writeln!(o, "  CPUs per container {} ({})", cpu.value, cpu.origin);
     }
-    if let Some(l) = slice_limits(policy, &owner) {
+    if let Some(l) = slice_limits(policy, owner.user_group()) {
         let conf = crate::ctl::slice_units::limits_conf(&l);
         let body: Vec<&str> = conf.lines().filter(|l| l.contains('=')).collect();
         let _ = writeln!(o, "  slice {}: {}", owner.placement.leaf(), body.join("  "));

@@ -79,7 +79,7 @@ pub fn render(policy: &Policy, fallback_group: &str) -> Result<Vec<UnitFile>> {
         if let Some((_, agg)) = policy.slice_aggregate(&user, &group) {
             out.push(UnitFile {
                 rel: PathBuf::from(format!("{unit}.d/10-resource-limits.conf")),
-                text: limits_conf(&SliceLimits::from_aggregate(agg)),
+                text: limits_conf(&agg.slice_limits()),
             });
         }
     }

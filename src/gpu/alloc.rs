@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::request::Request;
 use super::Gpu;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 
 /// Whether an allocation belongs to a live container or is held after a stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,12 +93,14 @@ pub fn admit(state: &mut State, who: &Who, max: Option<(u32, String)>, now: u64)
                 .iter()
                 .map(|c| c.name.clone().unwrap_or_else(|| c.container.chars().take(12).collect()))
                 .collect();
-            return Err(Error::refused(format!(
-                "{} already runs {} (max_containers_per_user {m}, {origin}): {}",
-                who.owner,
-                plural(mine.len(), "container"),
-                names.join(", ")
-            )));
+            return Err(Refusal::Containers {
+                owner: who.owner.clone(),
+                running: mine.len(),
+                limit: m,
+                origin,
+                names: names.join(", "),
+            }
+            .into());
         }
     }
     state.containers.push(Live {
@@ -266,7 +268,7 @@ pub fn decide(
         Request::Devices(ids) => ids.len(),
     };
     if all.is_empty() {
-        return Err(Error::refused(format!("{} requested; this host has no GPUs", plural(wanted, "GPU"))));
+        return Err(unavailable(format!("{} requested; this host has no GPUs", plural(wanted, "GPU"))));
     }
     let users_of = |u: &Unit| state.allocations.iter().filter(|a| a.devices.contains(&u.uuid)).count();
     let busy = |u: &Unit| exclusive && users_of(u) > 0;
@@ -287,7 +289,7 @@ pub fn decide(
             let gpu_load = |g: usize| all.iter().filter(|x| x.gpu == g).map(&users_of).sum::<usize>();
             let mut cands: Vec<&Unit> = all.iter().filter(|u| quota.allow_full || u.mig.is_some()).collect();
             if cands.is_empty() {
-                return Err(Error::refused(format!(
+                return Err(unavailable(format!(
                     "{} requested; full GPUs are not allowed for group {} and this host has no MIG instances",
                     plural(wanted, "GPU"),
                     who.group
@@ -303,7 +305,7 @@ pub fn decide(
                 let prospective: Vec<Unit> = cands.iter().take(wanted).map(|u| (*u).clone()).collect();
                 check_limits(state, &prospective, who, quota)?;
                 let kind = if quota.allow_full { "GPUs" } else { "MIG instances" };
-                return Err(Error::refused(format!(
+                return Err(unavailable(format!(
                     "{} requested; {} of {} {kind} free",
                     plural(wanted, "GPU"),
                     free.len(),
@@ -314,7 +316,7 @@ pub fn decide(
     };
     chosen.sort_by_key(|u| (inv[u.gpu].index, u.mig));
     if !quota.allow_full && chosen.iter().any(|u| u.mig.is_none()) {
-        return Err(Error::refused(format!(
+        return Err(unavailable(format!(
             "full GPUs are not allowed for group {}; ask for a MIG instance",
             who.group
         )));
@@ -322,7 +324,7 @@ pub fn decide(
     let sevenths = check_limits(state, &chosen, who, quota)?;
     for u in &chosen {
         if let Some(a) = state.allocations.iter().find(|a| busy(u) && a.devices.contains(&u.uuid)) {
-            return Err(Error::refused(format!(
+            return Err(unavailable(format!(
                 "GPU {} is {} by {} ({})",
                 inv[u.gpu].index,
                 if a.status == Status::Held { "held after a stop" } else { "in use" },
@@ -360,7 +362,7 @@ fn check_limits(state: &State, chosen: &[Unit], who: &Who, quota: &Quota) -> Res
     };
     if let Some((limit, origin)) = &quota.per_container {
         if chosen.len() > *limit as usize {
-            return Err(Error::refused(format!("{asked}; {origin} allows {limit} per container")));
+            return Err(Refusal::GpusPerContainer { asked, limit: *limit, origin: origin.clone() }.into());
         }
     }
     if let Some(limit) = quota.per_user {
@@ -368,12 +370,10 @@ fn check_limits(state: &State, chosen: &[Unit], who: &Who, quota: &Quota) -> Res
         let holding: u32 = mine.iter().map(|a| weight(a)).sum();
         if holding + sevenths > limit {
             let names: Vec<String> = mine.iter().map(|a| shown(a)).collect();
-            let where_ = if names.is_empty() { String::new() } else { format!(" in {}", names.join(", ")) };
-            return Err(Error::refused(format!(
-                "{asked}; quota {} GPU-equivalents, already holding {}{where_}",
-                gpueq(limit),
-                gpueq(holding)
-            )));
+            let holders = if names.is_empty() { String::new() } else { format!(" in {}", names.join(", ")) };
+            return Err(
+                Refusal::GpuQuota { asked, limit: gpueq(limit), holding: gpueq(holding), holders }.into()
+            );
         }
     }
     Ok(sevenths)
@@ -397,7 +397,7 @@ fn resolve_id(id: &str, inv: &[Gpu], all: &[Unit]) -> Result<Unit> {
     } else if let Ok(i) = id.parse::<u32>() {
         if let Some(g) = inv.iter().find(|g| g.index == i) {
             if g.mig_enabled {
-                return Err(Error::refused(format!(
+                return Err(unavailable(format!(
                     "GPU {i} is in MIG mode; ask for one of its MIG instances ({i}:0, …)"
                 )));
             }
@@ -406,7 +406,11 @@ fn resolve_id(id: &str, inv: &[Gpu], all: &[Unit]) -> Result<Unit> {
     } else {
         all.iter().find(|u| u.uuid == id)
     };
-    found.cloned().ok_or_else(|| Error::refused(format!("GPU {id} does not exist on this host")))
+    found.cloned().ok_or_else(|| unavailable(format!("GPU {id} does not exist on this host")))
+}
+
+fn unavailable(why: String) -> Error {
+    Refusal::GpusUnavailable { why }.into()
 }
 
 /// What the reconciler needs to know about the world.

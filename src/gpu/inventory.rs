@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::nvml::Querier;
+use super::settings::{GpuSettings, InventorySource};
 use super::Gpu;
 use crate::error::{Error, Result};
 use crate::host::fs::write_atomic;
-use crate::policy::settings::{GpuSettings, InventorySource};
 
 /// A device node on the host, as it must appear in the container.
 #[derive(Debug, Clone, PartialEq, Eq)]

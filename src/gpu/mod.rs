@@ -6,6 +6,7 @@ pub mod cdi;
 pub mod inventory;
 pub mod nvml;
 pub mod request;
+pub mod settings;
 pub mod store;
 
 use serde::{Deserialize, Serialize};

@@ -133,7 +133,9 @@ fn migs(nvml: &Nvml, dev: &Device) -> Step<Vec<Mig>> {
             Err(e) => return Err((format!("MIG device {j}"), e)),
         };
         let lib = nvml.lib();
-        // SAFETY: the handle is only passed back to NVML while `nvml` is alive.
+        // SAFETY: no safe equivalent (nvml-wrapper has no getter for a MIG device's GPU and
+        // compute instance ids, so the raw handle goes to NVML's own functions below); it is
+        // only passed back to NVML while `nvml` is alive.
         let handle = unsafe { mig.handle() };
         out.push(Mig {
             uuid: mig.uuid().reading(&format!("MIG device {j} UUID"))?,
@@ -166,8 +168,8 @@ fn instance_id<H, E: std::fmt::Display>(
 ) -> std::result::Result<u32, NvmlError> {
     let f = sym.map_err(|e| NvmlError::FailedToLoadSymbol(e.to_string()))?;
     let mut id = 0;
-    // SAFETY: `f` comes from the loaded NVML, `handle` is a live device handle of that NVML and
-    // `id` outlives the call.
+    // SAFETY: no safe equivalent (a C function of the loaded NVML); `f` comes from that NVML,
+    // `handle` is a live device handle of it and `id` outlives the call.
     unsafe { nvml_try(f(handle, &mut id))? };
     Ok(id)
 }

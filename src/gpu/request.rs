@@ -2,10 +2,10 @@
 //! `ds01.gpus`, Docker's `--gpus` (DeviceRequests), `DS01_GPUS` in the env, and
 //! `NVIDIA_VISIBLE_DEVICES` in the env when the settings make it a request.
 
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::error::{Error, Result};
-use crate::owner::docker::DockerMeta;
+use crate::error::{Refusal, Result};
 use crate::spec;
 
 /// Key of the annotation and label.
@@ -41,9 +41,11 @@ impl Request {
         }
         if let Ok(n) = t.parse::<u32>() {
             if n == 0 && !count_like {
-                return Err(Error::refused(format!(
-                    "GPU request {text:?} is ambiguous: write \"none\" for no GPU, or \"device=0\" for GPU 0"
-                )));
+                return Err(Refusal::GpuRequest {
+                    text: text.to_owned(),
+                    why: "is ambiguous: write \"none\" for no GPU, or \"device=0\" for GPU 0",
+                }
+                .into());
             }
             return Ok(if n == 0 { Request::None } else { Request::Count(n) });
         }
@@ -53,9 +55,11 @@ impl Request {
                 || id.starts_with("GPU-")
                 || id.starts_with("MIG-");
             if !ok {
-                return Err(Error::refused(format!(
-                    "GPU request {text:?} is not understood (a count, \"all\", indices, GPU-/MIG- UUIDs)"
-                )));
+                return Err(Refusal::GpuRequest {
+                    text: text.to_owned(),
+                    why: "is not understood (a count, \"all\", indices, GPU-/MIG- UUIDs)",
+                }
+                .into());
             }
         }
         if count_like && ids.iter().enumerate().all(|(i, id)| id.parse::<usize>().ok() == Some(i)) {
@@ -77,28 +81,50 @@ impl Request {
                 || id.starts_with("MIG-"))
         };
         if ids.is_empty() || ids.iter().any(bad) {
-            return Err(Error::refused(format!(
-                "GPU request {text:?} is not understood (device ids are indices, GPU-/MIG- UUIDs or <gpu>:<mig>)"
-            )));
+            return Err(Refusal::GpuRequest {
+                text: text.to_owned(),
+                why: "is not understood (device ids are indices, GPU-/MIG- UUIDs or <gpu>:<mig>)",
+            }
+            .into());
         }
         Ok(Request::Devices(ids))
     }
 }
 
+/// One `--gpus` request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct DeviceRequest {
+    /// Driver name ("" or "nvidia").
+    pub driver: String,
+    /// Count (-1 = all).
+    pub count: i64,
+    /// Explicit device ids (indices or UUIDs).
+    #[serde(rename = "DeviceIDs")]
+    pub device_ids: Option<Vec<String>>,
+    /// Capabilities, e.g. [["gpu"]].
+    pub capabilities: Option<Vec<Vec<String>>>,
+}
+
 /// Finds the container's request and where it came from.
+///
+/// The sources, first that speaks wins: the `ds01.gpus` annotation, the engine's `ds01.gpus`
+/// label (`labels`), the engine's device requests (Docker's `--gpus`), `DS01_GPUS` in the
+/// env, and `NVIDIA_VISIBLE_DEVICES` when `env_is_request`. A new source is one more step here.
 pub fn find(
     spec: &Value,
-    docker: Option<&DockerMeta>,
+    labels: Option<&serde_json::Map<String, Value>>,
+    device_requests: &[DeviceRequest],
     env_is_request: bool,
 ) -> Result<(Request, &'static str)> {
     if let Some(v) = spec::annotation(spec, GPUS_KEY) {
         return Ok((Request::parse(v, false)?, "annotation"));
     }
-    if let Some(v) = docker.and_then(|d| d.engine.labels.get(GPUS_KEY)).and_then(Value::as_str) {
+    if let Some(v) = labels.and_then(|l| l.get(GPUS_KEY)).and_then(Value::as_str) {
         return Ok((Request::parse(v, false)?, "label"));
     }
-    if let Some(reqs) = docker.and_then(|d| d.host.device_requests.as_ref()) {
-        for r in reqs {
+    {
+        for r in device_requests {
             let gpu = r.driver == "nvidia"
                 || r.capabilities.iter().flatten().any(|caps| caps.iter().any(|c| c == "gpu"));
             if !gpu {
@@ -132,7 +158,6 @@ pub fn find(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::owner::docker::{DeviceRequest, HostConfig};
     use serde_json::json;
 
     #[test]
@@ -161,37 +186,39 @@ mod tests {
     #[test]
     fn sources_in_order_and_image_env_is_not_a_request() {
         let spec = json!({"process": {"env": ["NVIDIA_VISIBLE_DEVICES=all"]}});
-        assert_eq!(find(&spec, None, false).unwrap(), (Request::None, "none"));
-        assert_eq!(find(&spec, None, true).unwrap(), (Request::All, "env NVIDIA_VISIBLE_DEVICES"));
+        assert_eq!(find(&spec, None, &[], false).unwrap(), (Request::None, "none"));
+        assert_eq!(find(&spec, None, &[], true).unwrap(), (Request::All, "env NVIDIA_VISIBLE_DEVICES"));
         let spec = json!({"process": {"env": ["NVIDIA_VISIBLE_DEVICES=0,1", "DS01_GPUS=1"]}});
-        assert_eq!(find(&spec, None, true).unwrap(), (Request::Count(1), "env DS01_GPUS"));
-        let mut d = DockerMeta {
-            host: HostConfig {
-                device_requests: Some(vec![DeviceRequest {
-                    count: 2,
-                    capabilities: Some(vec![vec!["gpu".into()]]),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            },
+        assert_eq!(find(&spec, None, &[], true).unwrap(), (Request::Count(1), "env DS01_GPUS"));
+        let mut reqs = vec![DeviceRequest {
+            count: 2,
+            capabilities: Some(vec![vec!["gpu".into()]]),
             ..Default::default()
-        };
-        assert_eq!(find(&spec, Some(&d), false).unwrap(), (Request::Count(2), "docker --gpus"));
-        d.host.device_requests.as_mut().unwrap()[0].count = -1;
-        assert_eq!(find(&spec, Some(&d), false).unwrap().0, Request::All);
-        d.host.device_requests.as_mut().unwrap()[0].device_ids = Some(vec!["1".into()]);
+        }];
+        let mut labels = serde_json::Map::new();
+        assert_eq!(find(&spec, Some(&labels), &reqs, false).unwrap(), (Request::Count(2), "docker --gpus"));
+        reqs[0].count = -1;
+        assert_eq!(find(&spec, Some(&labels), &reqs, false).unwrap().0, Request::All);
+        reqs[0].device_ids = Some(vec!["1".into()]);
         assert_eq!(
-            find(&spec, Some(&d), false).unwrap().0,
+            find(&spec, Some(&labels), &reqs, false).unwrap().0,
             Request::Devices(vec!["1".into()]),
             "not a count"
         );
-        d.host.device_requests.as_mut().unwrap()[0].device_ids = Some(vec!["0".into()]);
-        assert_eq!(find(&spec, Some(&d), false).unwrap().0, Request::Devices(vec!["0".into()]), "not none");
-        d.host.device_requests.as_mut().unwrap()[0].device_ids = Some(vec!["GPU-x".into()]);
-        assert_eq!(find(&spec, Some(&d), false).unwrap().0, Request::Devices(vec!["GPU-x".into()]));
-        d.engine.labels.insert(GPUS_KEY.into(), json!("3"));
-        assert_eq!(find(&spec, Some(&d), false).unwrap(), (Request::Count(3), "label"));
+        reqs[0].device_ids = Some(vec!["0".into()]);
+        assert_eq!(
+            find(&spec, Some(&labels), &reqs, false).unwrap().0,
+            Request::Devices(vec!["0".into()]),
+            "not none"
+        );
+        reqs[0].device_ids = Some(vec!["GPU-x".into()]);
+        assert_eq!(
+            find(&spec, Some(&labels), &reqs, false).unwrap().0,
+            Request::Devices(vec!["GPU-x".into()])
+        );
+        labels.insert(GPUS_KEY.into(), json!("3"));
+        assert_eq!(find(&spec, Some(&labels), &reqs, false).unwrap(), (Request::Count(3), "label"));
         let spec = json!({"annotations": {"ds01.gpus": "all"}});
-        assert_eq!(find(&spec, Some(&d), false).unwrap(), (Request::All, "annotation"));
+        assert_eq!(find(&spec, Some(&labels), &reqs, false).unwrap(), (Request::All, "annotation"));
     }
 }

@@ -3,9 +3,10 @@
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
 
 use super::alloc::{State, World};
 use crate::error::{Context, Error, Result};
@@ -55,13 +56,9 @@ impl Store {
             .open(&lock_path)
             .context(format_args!("cannot open {}", lock_path.display()))?;
         let t0 = Instant::now();
-        // SAFETY: flock on an fd we own; released when `lock` is dropped.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::failed(format!(
-                "cannot lock {}: {}",
-                lock_path.display(),
-                std::io::Error::last_os_error()
-            )));
+        // flock(LOCK_EX), released when `lock` is dropped.
+        if let Err(e) = lock.lock() {
+            return Err(Error::failed(format!("cannot lock {}: {e}", lock_path.display())));
         }
         let waited = t0.elapsed();
         let path = self.path();
@@ -90,52 +87,51 @@ struct Nice {
 /// policies take); true when it did. The raw system call: musl's `sched_setscheduler` is a stub
 /// that always fails (POSIX means the process, Linux the thread).
 pub(crate) fn set_policy(policy: i32) -> bool {
-    // SAFETY: sched_param is a plain C struct of integers (more of them on musl); all zero is
-    // priority 0.
-    let param: libc::sched_param = unsafe { std::mem::zeroed() };
-    // SAFETY: plain syscall on our own (single-threaded) process, with a valid sched_param.
-    unsafe { libc::syscall(libc::SYS_sched_setscheduler, 0, policy, &param as *const libc::sched_param) == 0 }
+    // The kernel's struct sched_param is one int, the priority (libc's on musl carries padding
+    // fields that only `mem::zeroed` could fill).
+    let priority: libc::c_int = 0;
+    // SAFETY: no safe equivalent (neither std nor nix wraps sched_setscheduler, and musl's is
+    // the stub); a system call on this process, given an int that outlives it.
+    unsafe { libc::syscall(libc::SYS_sched_setscheduler, 0, policy, &priority as *const libc::c_int) == 0 }
 }
 
 /// This process's scheduling policy (raw system call, as for [`set_policy`]), -1 on error.
 fn policy() -> i32 {
-    // SAFETY: plain syscall on our own process.
+    // SAFETY: no safe equivalent (as for `set_policy`); a system call on this process.
     unsafe { libc::syscall(libc::SYS_sched_getscheduler, 0) as i32 }
 }
 
 impl Nice {
     fn raise_to(nice: i32) -> Nice {
-        // SAFETY: plain syscalls on our own process. getpriority's -1 is ambiguous with an
-        // error, so errno is cleared first.
-        unsafe {
-            let was = policy();
-            let policy = (was == libc::SCHED_IDLE || was == libc::SCHED_BATCH)
-                .then(|| set_policy(libc::SCHED_OTHER))
-                .filter(|ok| *ok)
-                .map(|_| was);
-            *libc::__errno_location() = 0;
-            let before = libc::getpriority(libc::PRIO_PROCESS, 0);
-            if *libc::__errno_location() != 0 || before <= nice {
-                return Nice { nice: None, policy };
-            }
-            if libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
-                return Nice { nice: None, policy };
-            }
-            Nice { nice: Some(before), policy }
+        let was = policy();
+        let policy = (was == libc::SCHED_IDLE || was == libc::SCHED_BATCH)
+            .then(|| set_policy(libc::SCHED_OTHER))
+            .filter(|ok| *ok)
+            .map(|_| was);
+        // getpriority's -1 is ambiguous with an error, so errno is cleared first.
+        Errno::clear();
+        // SAFETY: no safe equivalent (neither std nor nix wraps getpriority); a plain call on
+        // this process.
+        let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        if Errno::last_raw() != 0 || before <= nice {
+            return Nice { nice: None, policy };
         }
+        // SAFETY: no safe equivalent (as for getpriority); a plain call on this process.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+            return Nice { nice: None, policy };
+        }
+        Nice { nice: Some(before), policy }
     }
 }
 
 impl Drop for Nice {
     fn drop(&mut self) {
-        // SAFETY: plain syscalls on our own process.
-        unsafe {
-            if let Some(before) = self.nice {
-                libc::setpriority(libc::PRIO_PROCESS, 0, before);
-            }
-            if let Some(policy) = self.policy {
-                set_policy(policy);
-            }
+        if let Some(before) = self.nice {
+            // SAFETY: no safe equivalent (as in `raise_to`); a plain call on this process.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, before) };
+        }
+        if let Some(policy) = self.policy {
+            set_policy(policy);
         }
     }
 }
@@ -182,7 +178,7 @@ mod tests {
         let s = Store::new(&dir);
         let r: Result<((), Duration)> = s.locked(|st, _| {
             st.allocations.clear();
-            Err(Error::refused("no"))
+            Err(Error::failed("no"))
         });
         assert!(r.is_err());
         assert!(!s.path().exists());

@@ -14,7 +14,6 @@ use cgroups_rs::fs::{Cgroup, Hierarchy, MaxValue, Subsystem};
 
 use crate::error::{Error, Result};
 use crate::naming::Placement;
-use crate::policy::{Aggregate, Nullable};
 
 /// CFS period for slice quotas.
 const PERIOD: u64 = 100_000;
@@ -33,19 +32,6 @@ pub struct SliceLimits {
 }
 
 impl SliceLimits {
-    /// From the policy's `aggregate` section.
-    pub fn from_aggregate(a: &Aggregate) -> SliceLimits {
-        fn v<T: Clone>(n: &Nullable<T>) -> Option<T> {
-            n.value().cloned()
-        }
-        SliceLimits {
-            memory_max: v(&a.memory_max).map(|s| s.bytes),
-            memory_high: v(&a.memory_high).map(|s| s.bytes),
-            cpu_percent: v(&a.cpu_quota).map(|q| q.percent),
-            tasks_max: v(&a.tasks_max),
-        }
-    }
-
     /// A stable text form, for the "already applied" marker.
     pub fn fingerprint(&self) -> String {
         format!("{:?}", self)

@@ -29,12 +29,9 @@ impl Exec for Execv {
                 Err(_) => return Error::failed("an argument contains a NUL byte"),
             }
         }
-        let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
-        ptrs.push(std::ptr::null());
-        // SAFETY: both pointers are NUL-terminated C strings / a NULL-terminated array that
-        // outlive the call; execv only returns on failure.
-        unsafe { libc::execv(cpath.as_ptr(), ptrs.as_ptr()) };
-        let err = std::io::Error::last_os_error();
+        // Returns only on failure.
+        let Err(errno) = nix::unistd::execv(&cpath, &cargs);
+        let err = std::io::Error::from(errno);
         Error::failed(format!("cannot exec low-level runtime {}: {err}", path.display()))
     }
 }
@@ -52,14 +49,9 @@ fn is_executable_file(p: &Path) -> bool {
 /// start): what this process read from its own stdin is handed on to the runtime it execs.
 pub fn stdin_from(bytes: &[u8]) -> Result<(), Error> {
     use std::io::{Seek, Write};
-    use std::os::fd::FromRawFd;
-    // SAFETY: memfd_create returns a new fd (or -1) that nothing else owns.
-    let fd = unsafe { libc::memfd_create(c"ds01-stdin".as_ptr(), 0) };
-    if fd < 0 {
-        return Err(Error::failed(format!("cannot hand stdin on: {}", std::io::Error::last_os_error())));
-    }
-    // SAFETY: `fd` is ours, just created.
-    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    let fd = nix::sys::memfd::memfd_create(c"ds01-stdin", nix::sys::memfd::MFdFlags::empty())
+        .map_err(|e| Error::failed(format!("cannot hand stdin on: {}", std::io::Error::from(e))))?;
+    let mut f = std::fs::File::from(fd);
     f.write_all(bytes)
         .and_then(|_| f.rewind())
         .and_then(|_| nix::unistd::dup2_stdin(&f).map_err(std::io::Error::from))

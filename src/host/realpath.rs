@@ -4,27 +4,22 @@
 //! mount source), plus a malloc.
 
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::{fstat, Mode};
 
 /// The canonical form of `p` (absolute, no symlinks, `.` or `..`), as `std::fs::canonicalize`
 /// gives it; an error when the path does not exist.
 pub fn canonical(p: &Path) -> std::io::Result<PathBuf> {
     let c = CString::new(p.as_os_str().as_bytes())?;
-    // SAFETY: a NUL-terminated path; the fd, if any, is ours and closed below.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let named = std::fs::read_link(format!("/proc/self/fd/{fd}"));
-    // SAFETY: an fd we own and a zeroed stat buffer for the kernel to fill.
-    let opened = unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        let ok = libc::fstat(fd, &mut st) == 0;
-        libc::close(fd);
-        ok.then_some((st.st_dev, st.st_ino))
-    };
+    let fd = open(c.as_c_str(), OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())?;
+    let named = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let opened = fstat(&fd).ok().map(|st| (st.st_dev, st.st_ino));
+    drop(fd);
     // The kernel names a file reached through another mount namespace (a /proc/<pid>/root
     // link) by its path there: believed only when that name is the same file here.
     let same = |n: &Path| std::fs::metadata(n).is_ok_and(|m| opened == Some((m.dev(), m.ino())));

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 
 /// One user: login name, uid and primary gid.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,10 +135,11 @@ pub fn login_in(db: &UserDb, named: &str) -> Result<String> {
     if !is_numeric(named) {
         return Ok(named.to_owned());
     }
-    let uid: u32 = named.parse().map_err(|_| Error::refused(format!("uid {named} is out of range")))?;
+    let uid: u32 =
+        named.parse().map_err(|_| Refusal::UnknownOwner { why: format!("uid {named} is out of range") })?;
     match db.account(&uid.to_string()) {
         Ok(Some(a)) => Ok(a.name),
-        Ok(None) => Err(Error::refused(format!("uid {uid} is not a known user"))),
+        Ok(None) => Err(Refusal::UnknownOwner { why: format!("uid {uid} is not a known user") }.into()),
         Err(e) => Err(e.context(format_args!("cannot look up uid {uid}"))),
     }
 }

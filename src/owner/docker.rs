@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+pub use crate::gpu::request::DeviceRequest;
 use crate::owner::identity::EngineMeta;
 
 /// `hostconfig.json`: the parts the runtime enforces policy on.
@@ -62,21 +63,6 @@ pub struct DeviceMapping {
     pub path_in_container: String,
     /// rwm.
     pub cgroup_permissions: String,
-}
-
-/// One `--gpus` request.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, rename_all = "PascalCase")]
-pub struct DeviceRequest {
-    /// Driver name ("" or "nvidia").
-    pub driver: String,
-    /// Count (-1 = all).
-    pub count: i64,
-    /// Explicit device ids (indices or UUIDs).
-    #[serde(rename = "DeviceIDs")]
-    pub device_ids: Option<Vec<String>>,
-    /// Capabilities, e.g. [["gpu"]].
-    pub capabilities: Option<Vec<Vec<String>>>,
 }
 
 #[derive(Deserialize, Default)]

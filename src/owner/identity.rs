@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Refusal, Result};
 use crate::naming::{self, Placement};
 use crate::policy::settings::{IdentitySettings, KubernetesSettings, Source, Unattributed};
 use crate::policy::Policy;
@@ -35,6 +35,8 @@ pub struct Clues<'a> {
     pub engine: Option<&'a EngineMeta>,
     /// The namespace map, for containers a Kubernetes CRI created.
     pub kubernetes: Option<&'a KubernetesSettings>,
+    /// The pod, for a container a Kubernetes CRI created ([`crate::owner::engine::Engine::pod`]).
+    pub pod: Option<&'a crate::owner::kubernetes::Pod>,
     /// A build container (Docker's classic builder): with no owner named, it goes to the
     /// build slice instead of being refused.
     pub build: bool,
@@ -43,8 +45,7 @@ pub struct Clues<'a> {
 impl Clues<'_> {
     /// The owner the namespace map gives a Kubernetes container.
     fn namespace_owner(&self) -> Option<&crate::policy::settings::NamespaceOwner> {
-        let pod = crate::owner::kubernetes::of(self.spec)?;
-        self.kubernetes?.namespaces.get(&pod.namespace)
+        self.kubernetes?.namespaces.get(&self.pod?.namespace)
     }
 }
 
@@ -62,6 +63,11 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// `(user, group)`, or `None` when unattributed: how the policy is asked about an owner.
+    pub fn user_group(&self) -> Option<(&str, &str)> {
+        Some((self.user.as_deref()?, self.group.as_deref()?))
+    }
+
     /// The source's name for annotations and audit, `none` when unattributed.
     pub fn source_name(&self) -> &'static str {
         self.source.map(Source::as_str).unwrap_or("none")
@@ -158,9 +164,11 @@ pub fn resolve(
             match &found {
                 None => found = Some((source, said_by, user)),
                 Some((_, first, u)) if *u != user => {
-                    return Err(Error::refused(format!(
-                        "owner conflict: {first} says {u}, {said_by} says {user}; a container may not run on someone else's quota"
-                    )));
+                    return Err(Refusal::OwnerConflict {
+                        first: (first.to_string(), u.clone()),
+                        second: (said_by.to_string(), user),
+                    }
+                    .into());
                 }
                 Some(_) => {}
             }
@@ -174,13 +182,16 @@ pub fn resolve(
             Unattributed::Place => {
                 Ok(Owner { user: None, group: None, source: None, placement: Placement::unattributed() })
             }
-            Unattributed::Refuse => Err(Error::refused(match crate::owner::kubernetes::of(clues.spec) {
-                Some(pod) => format!(
-                    "container has no owner: namespace {} is not in kubernetes.namespaces of the runtime's settings",
-                    pod.namespace
-                ),
-                None => format!("container has no owner: {}", owner_hint(settings, clues)),
-            })),
+            Unattributed::Refuse => Err(Refusal::NoOwner {
+                hint: match clues.pod {
+                    Some(pod) => format!(
+                        "namespace {} is not in kubernetes.namespaces of the runtime's settings",
+                        pod.namespace
+                    ),
+                    None => owner_hint(settings, clues),
+                },
+            }
+            .into()),
         };
     };
     let mapped = (source == Source::Kubernetes)
@@ -219,7 +230,7 @@ mod tests {
         let o = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None, build: false },
+            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false },
             &same,
         )
         .unwrap();
@@ -236,7 +247,7 @@ mod tests {
         let e = resolve(
             &s,
             &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None, build: false },
+            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false },
             &same,
         )
         .unwrap_err();
@@ -246,7 +257,7 @@ mod tests {
         let o = resolve(
             &s,
             &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None, build: false },
+            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false },
             &same,
         )
         .unwrap();
@@ -261,7 +272,7 @@ mod tests {
         let podman = resolve(
             &s,
             &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None, build: false },
+            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false },
             &same,
         )
         .unwrap_err()
@@ -272,7 +283,7 @@ mod tests {
         let docker = resolve(
             &s,
             &policy(),
-            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None, build: false },
+            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None, pod: None, build: false },
             &same,
         )
         .unwrap_err()
@@ -288,7 +299,7 @@ mod tests {
         let e = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None, build: false },
+            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None, pod: None, build: false },
             &same,
         )
         .unwrap_err();
@@ -305,7 +316,7 @@ mod tests {
             labels.insert(k1.into(), json!("alice"));
             labels.insert(k2.into(), json!("bob"));
             let meta = EngineMeta { labels, ..Default::default() };
-            let clues = Clues { spec: &spec, engine: Some(&meta), kubernetes: None, build: false };
+            let clues = Clues { spec: &spec, engine: Some(&meta), kubernetes: None, pod: None, build: false };
             let e = resolve(&IdentitySettings::default(), &policy(), &clues, &same).unwrap_err();
             assert!(e.to_string().starts_with("owner conflict: label "), "{e}");
             assert!(e.to_string().contains("says alice") && e.to_string().contains("says bob"), "{e}");
@@ -314,18 +325,18 @@ mod tests {
         labels.insert("DS01_USER".into(), json!("alice"));
         labels.insert("ds01.user".into(), json!("alice"));
         let meta = EngineMeta { labels, ..Default::default() };
-        let clues = Clues { spec: &spec, engine: Some(&meta), kubernetes: None, build: false };
+        let clues = Clues { spec: &spec, engine: Some(&meta), kubernetes: None, pod: None, build: false };
         assert!(resolve(&IdentitySettings::default(), &policy(), &clues, &same).is_ok(), "same user twice");
     }
 
     #[test]
     fn a_build_container_without_an_owner_goes_to_the_build_slice() {
         let spec = json!({});
-        let clues = Clues { spec: &spec, engine: None, kubernetes: None, build: true };
+        let clues = Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: true };
         let o = resolve(&IdentitySettings::default(), &policy(), &clues, &same).unwrap();
         assert_eq!((o.user, o.placement.leaf()), (None, "ds01-build.slice"));
         let spec = json!({"annotations": {"ds01.user": "rita"}});
-        let clues = Clues { spec: &spec, engine: None, kubernetes: None, build: true };
+        let clues = Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: true };
         let o = resolve(&IdentitySettings::default(), &policy(), &clues, &same).unwrap();
         assert_eq!(o.placement.leaf(), "ds01-researcher-rita.slice", "an owner known: the owner's slice");
     }
@@ -339,15 +350,18 @@ mod tests {
         let o = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None, build: false },
+            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None, pod: None, build: false },
             &same,
         )
         .unwrap();
         assert_eq!((o.user.as_deref(), o.source_name()), (Some("carol"), "label"));
         let spec = json!({"mounts": [{"destination": "/w", "source": "/home/dave", "options": ["rbind"]}]});
         assert_eq!(
-            claim(Source::HomeMount, &Clues { spec: &spec, engine: None, kubernetes: None, build: false })
-                .as_deref(),
+            claim(
+                Source::HomeMount,
+                &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false }
+            )
+            .as_deref(),
             Some("dave")
         );
     }
@@ -358,7 +372,7 @@ mod tests {
         let e = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None, build: false },
+            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false },
             &same,
         )
         .unwrap_err();

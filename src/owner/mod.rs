@@ -2,5 +2,6 @@
 //! sources in the settings' order, and the names that follow from the owner.
 
 pub mod docker;
+pub mod engine;
 pub mod identity;
 pub mod kubernetes;

@@ -5,7 +5,9 @@
 //! remembering where it came from. A key present with `null` means unlimited; an absent key
 //! inherits. Keys this project does not use are accepted and ignored.
 
+pub mod caps;
 pub mod coverage;
+pub mod quota;
 pub mod settings;
 pub mod values;
 pub mod yaml;
@@ -335,12 +337,16 @@ impl Policy {
     /// True when the user is named in `access_control.admin_users`, or is a member of the Unix
     /// group `access_control.admin_group` (/etc/group first, then the system's database).
     pub fn is_admin(&self, user: &str) -> bool {
-        let ac = &self.file.access_control;
-        if ac.admin_users.iter().any(|u| u == user) {
+        if self.is_listed_admin(user) {
             return true;
         }
-        let Some(group) = &ac.admin_group else { return false };
+        let Some(group) = &self.file.access_control.admin_group else { return false };
         crate::host::users::UserDb::system().is_member(user, group).unwrap_or(false)
+    }
+
+    /// True when the user is named in `access_control.admin_users` (no group lookup).
+    pub fn is_listed_admin(&self, user: &str) -> bool {
+        self.file.access_control.admin_users.iter().any(|u| u == user)
     }
 
     /// The layers that apply to a user in order: defaults, group, override.
@@ -419,3 +425,18 @@ pub fn parse_members(text: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests;
+
+impl Aggregate {
+    /// The slice's limits as the cgroup edge applies them.
+    pub fn slice_limits(&self) -> crate::host::cgroups::SliceLimits {
+        fn v<T: Clone>(n: &Nullable<T>) -> Option<T> {
+            n.value().cloned()
+        }
+        crate::host::cgroups::SliceLimits {
+            memory_max: v(&self.memory_max).map(|s| s.bytes),
+            memory_high: v(&self.memory_high).map(|s| s.bytes),
+            cpu_percent: v(&self.cpu_quota).map(|q| q.percent),
+            tasks_max: v(&self.tasks_max),
+        }
+    }
+}

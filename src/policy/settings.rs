@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::argv::Invocation;
 use crate::error::{Error, Result};
-use crate::shim::argv::Invocation;
+pub use crate::gpu::settings::{GpuSettings, InventorySource};
 
 /// Default location of the settings file.
 pub const DEFAULT_PATH: &str = "/etc/ds01/runtime.yaml";
@@ -137,7 +138,7 @@ pub struct Settings {
     /// Docker's data root, where container metadata is read from.
     pub docker_root: PathBuf,
     /// The scope prefix in cgroup paths (`docker-<id>.scope`, `slice:docker:<id>`); when
-    /// unset, the engine's own (see [`crate::naming::engine_scope_prefix`]).
+    /// unset, the engine's own (see [`crate::owner::engine::Engine::scope_prefix`]).
     pub scope_prefix: Option<String>,
     /// Owner resolution.
     pub identity: IdentitySettings,
@@ -188,59 +189,6 @@ pub struct KubernetesSettings {
     /// Check the GPUs the kubelet assigned against the owner's local quota too. By default the
     /// scheduler has decided: the devices are enforced and recorded, not re-decided.
     pub local_quota: bool,
-}
-
-/// Where the GPU inventory comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InventorySource {
-    /// NVML, else /proc/driver/nvidia, else the static list.
-    Auto,
-    /// NVML only.
-    Nvml,
-    /// /proc/driver/nvidia/gpus/*/information and the /dev/nvidia<N> nodes.
-    Proc,
-    /// The `static` list below.
-    Static,
-}
-
-/// GPU settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GpuSettings {
-    /// Inventory source.
-    pub inventory: InventorySource,
-    /// NVML library (soname or path).
-    pub nvml_library: String,
-    /// Where the NVIDIA device nodes are (`/dev`; tests point it at a fake tree).
-    pub dev_root: PathBuf,
-    /// The NVIDIA driver's proc tree.
-    pub proc_root: PathBuf,
-    /// A static inventory, for hosts without NVML or /proc.
-    #[serde(rename = "static")]
-    pub static_gpus: Vec<crate::gpu::Gpu>,
-    /// Treat NVIDIA_VISIBLE_DEVICES in the container's env as a request (CUDA images carry
-    /// NVIDIA_VISIBLE_DEVICES=all, so by default it is not).
-    pub env_is_request: bool,
-    /// No GPU or MIG instance is handed to two containers at once.
-    pub exclusive: bool,
-    /// Directories searched for an NVIDIA CDI spec.
-    pub cdi_dirs: Vec<PathBuf>,
-}
-
-impl Default for GpuSettings {
-    fn default() -> Self {
-        GpuSettings {
-            inventory: InventorySource::Auto,
-            nvml_library: "libnvidia-ml.so.1".into(),
-            dev_root: "/dev".into(),
-            proc_root: "/proc/driver/nvidia".into(),
-            static_gpus: Vec::new(),
-            env_is_request: false,
-            exclusive: true,
-            cdi_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
-        }
-    }
 }
 
 /// Host access guard: which host paths containers may bind-mount, and what a non-admin's

@@ -7,7 +7,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
-use std::ptr::null_mut;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Smallest block: 16 bytes (class 0).
@@ -19,17 +18,25 @@ const PAGE: usize = 4096;
 /// A size-class allocator over `N` bytes of its own.
 pub struct Arena<const N: usize> {
     lock: AtomicBool,
-    inner: UnsafeCell<Inner<N>>,
+    books: UnsafeCell<Books>,
+    /// The blocks. Never reached through a reference, only through the raw pointers handed out
+    /// (a reference to the whole arena would claim the blocks the program is using).
+    mem: UnsafeCell<Mem<N>>,
 }
 
 #[repr(C, align(4096))]
-struct Inner<const N: usize> {
-    mem: [u8; N],
+struct Mem<const N: usize>([u8; N]);
+
+/// What is handed out: the bump offset, and each class's free list (offset + 1 of its first
+/// block, 0 for none, so that an empty arena is all zero).
+struct Books {
     next: usize,
-    free: [*mut u8; CLASSES],
+    free: [usize; CLASSES],
 }
 
-// SAFETY: every access to `inner` happens under `lock`.
+// SAFETY: no safe equivalent (the arena is one static shared by every thread, written through
+// `UnsafeCell`): the bookkeeping is only touched under `lock`, a block's bytes only by whoever
+// it was handed to, or, once given back, by the free list under the lock.
 unsafe impl<const N: usize> Sync for Arena<N> {}
 
 impl<const N: usize> Arena<N> {
@@ -37,23 +44,62 @@ impl<const N: usize> Arena<N> {
     pub const fn new() -> Self {
         Arena {
             lock: AtomicBool::new(false),
-            inner: UnsafeCell::new(Inner { mem: [0; N], next: 0, free: [null_mut(); CLASSES] }),
+            books: UnsafeCell::new(Books { next: 0, free: [0; CLASSES] }),
+            mem: UnsafeCell::new(Mem([0; N])),
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Inner<N>) -> T) -> T {
-        while self.lock.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            std::hint::spin_loop();
-        }
-        // SAFETY: the lock is held, so this is the only reference.
-        let r = f(unsafe { &mut *self.inner.get() });
-        self.lock.store(false, Ordering::Release);
-        r
+    fn base(&self) -> *mut u8 {
+        self.mem.get().cast()
     }
 
     fn owns(&self, p: *mut u8) -> bool {
-        let start = self.inner.get() as usize;
-        (start..start + N).contains(&(p as usize))
+        (p as usize).wrapping_sub(self.base() as usize) < N
+    }
+
+    /// A block of class `c`, or null when the arena has no room for it.
+    fn take(&self, c: usize) -> *mut u8 {
+        self.with(|books| {
+            let head = books.free[c];
+            if head != 0 {
+                let block = self.base().wrapping_add(head - 1);
+                // SAFETY: no safe equivalent (the link is kept in the free block itself, which
+                // nobody else holds): a free block holds the next one's offset + 1 in its first
+                // word, and blocks are at least 16 bytes and 16-aligned.
+                books.free[c] = unsafe { block.cast::<usize>().read() };
+                return block;
+            }
+            let size = 16usize << c;
+            let align = size.min(PAGE);
+            let at = (books.next + align - 1) & !(align - 1);
+            if at + size > N {
+                return std::ptr::null_mut();
+            }
+            books.next = at + size;
+            self.base().wrapping_add(at)
+        })
+    }
+
+    /// Puts back a block of class `c` that this arena handed out.
+    fn give_back(&self, p: *mut u8, c: usize) {
+        self.with(|books| {
+            // SAFETY: as in `take`: the block is ours again, room for one word.
+            unsafe { p.cast::<usize>().write(books.free[c]) };
+            books.free[c] = p as usize - self.base() as usize + 1;
+        })
+    }
+
+    /// `f` on the bookkeeping, under the lock.
+    fn with<T>(&self, f: impl FnOnce(&mut Books) -> T) -> T {
+        while self.lock.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            std::hint::spin_loop();
+        }
+        // SAFETY: no safe equivalent at this cost (a `std::sync::Mutex`, with its poisoning,
+        // adds 8% to the instructions of a create); the lock is held, so this is the only
+        // reference.
+        let r = f(unsafe { &mut *self.books.get() });
+        self.lock.store(false, Ordering::Release);
+        r
     }
 }
 
@@ -73,40 +119,15 @@ fn class(l: Layout) -> Option<usize> {
     (c < CLASSES).then_some(c)
 }
 
-impl<const N: usize> Inner<N> {
-    fn alloc(&mut self, c: usize) -> *mut u8 {
-        let head = self.free[c];
-        if !head.is_null() {
-            // SAFETY: a free block holds the next free block's address in its first word.
-            self.free[c] = unsafe { *(head as *mut *mut u8) };
-            return head;
-        }
-        let size = 16usize << c;
-        let align = size.min(PAGE);
-        let at = (self.next + align - 1) & !(align - 1);
-        if at + size > N {
-            return null_mut();
-        }
-        self.next = at + size;
-        // SAFETY: `at + size <= N`, inside `mem`.
-        unsafe { self.mem.as_mut_ptr().add(at) }
-    }
-
-    fn free(&mut self, p: *mut u8, c: usize) {
-        // SAFETY: blocks are at least 16 bytes and 16-aligned: room for one pointer.
-        unsafe { *(p as *mut *mut u8) = self.free[c] };
-        self.free[c] = p;
-    }
-}
-
-// SAFETY: blocks are handed out once until freed, sized and aligned for their class (a class
-// is at least the layout's size and alignment, and blocks are aligned to their size up to a
-// page); foreign pointers go back to `System`.
+// SAFETY: no safe equivalent (a global allocator is an unsafe trait): blocks are handed out
+// once until freed, sized and aligned for their class (a class is at least the layout's size
+// and alignment, and blocks are aligned to their size up to a page); foreign pointers go back
+// to `System`.
 unsafe impl<const N: usize> GlobalAlloc for Arena<N> {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = class(l).map(|c| self.with(|a| a.alloc(c))).unwrap_or(null_mut());
+        let p = class(l).map(|c| self.take(c)).unwrap_or(std::ptr::null_mut());
         if p.is_null() {
-            // SAFETY: forwarded as given.
+            // SAFETY: no safe equivalent; forwarded as given.
             unsafe { System.alloc(l) }
         } else {
             p
@@ -115,25 +136,28 @@ unsafe impl<const N: usize> GlobalAlloc for Arena<N> {
 
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         match class(l) {
-            Some(c) if self.owns(p) => self.with(|a| a.free(p, c)),
-            // SAFETY: not ours, so System's.
+            Some(c) if self.owns(p) => self.give_back(p, c),
+            // SAFETY: no safe equivalent; not ours, so System's.
             _ => unsafe { System.dealloc(p, l) },
         }
     }
 
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller guarantees `new_size` with `l.align()` is a valid layout.
-        let new = unsafe { Layout::from_size_align_unchecked(new_size, l.align()) };
+        // The caller guarantees `new_size` with `l.align()` is a valid layout.
+        let Ok(new) = Layout::from_size_align(new_size, l.align()) else {
+            return std::ptr::null_mut();
+        };
         let ours = self.owns(p);
         if ours && class(l) == class(new) {
             return p;
         }
         if !ours && class(new).is_none() {
             // System's block staying System's (too big or too aligned for a class).
-            // SAFETY: forwarded as given.
+            // SAFETY: no safe equivalent; forwarded as given.
             return unsafe { System.realloc(p, l, new_size) };
         }
-        // SAFETY: GlobalAlloc's contract, forwarded.
+        // SAFETY: no safe equivalent; GlobalAlloc's contract, forwarded: `p` holds `l.size()`
+        // bytes, and the new block does not overlap it.
         unsafe {
             let q = self.alloc(new);
             if !q.is_null() {

@@ -4,19 +4,26 @@
 //! records the event and, for a delete runc really did, holds or releases the GPUs.
 
 use std::ffi::OsString;
-use std::os::unix::io::FromRawFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::time::Duration;
 
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags};
+use nix::sys::signal::kill;
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+
+use crate::argv::Invocation;
+use crate::audit::gpu_events::{dropped_event, gpu_event};
 use crate::audit::{self, Event, Kind};
-use crate::create::{dropped_event, gpu_event, runc_root};
+use crate::create::runc_root;
 use crate::gpu::alloc::{self, Status};
 use crate::gpu::store::{HostWorld, Store};
 use crate::host::clock::rfc3339;
 use crate::policy::settings::{Located, Settings};
-use crate::shim::argv::Invocation;
 use crate::spec::annotations::Record;
 
 /// The calls whose outcome is recorded.
@@ -39,7 +46,9 @@ pub fn spawn_followup(inv: &Invocation, args: &[OsString], settings: &Located) {
     if raw.is_err() && inv.command(args).is_some_and(|c| c == "delete") {
         return;
     }
-    // SAFETY: single-threaded process; the child only runs our own code and exits.
+    // SAFETY: no safe equivalent (nix's `fork` is unsafe too, for the same reason: only a
+    // single-threaded process may go on running arbitrary code in the child). The shim is
+    // single-threaded, and the child only runs this crate's code, then `_exit`s.
     if unsafe { libc::fork() } == 0 {
         detach();
         // Below the call it follows and the engine's next steps: this child only runs on a CPU
@@ -50,44 +59,43 @@ pub fn spawn_followup(inv: &Invocation, args: &[OsString], settings: &Located) {
         if let Ok(s) = Settings::load(&recorded_settings(settings, &before)) {
             followup(inv, args, &s, before);
         }
-        // SAFETY: leave without running the parent's atexit handlers or flushing its buffers.
+        // SAFETY: no safe equivalent (`std::process::exit` runs the atexit handlers and flushes
+        // the buffers the parent shares); `_exit` ends this child at once.
         unsafe { libc::_exit(0) }
     }
 }
 
 /// Own session, stdio on /dev/null: the engine's pipes must not wait for us.
 fn detach() {
-    // SAFETY: plain syscalls on our own process and fds.
-    unsafe {
-        libc::setsid();
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            for fd in 0..3 {
-                libc::dup2(null, fd);
-            }
-            if null > 2 {
-                libc::close(null);
-            }
+    let _ = nix::unistd::setsid();
+    // Without O_CLOEXEC, as the copies dup2 makes: when the file lands on 0, 1 or 2 itself,
+    // that descriptor stays as it is.
+    if let Ok(null) = nix::fcntl::open(c"/dev/null", OFlag::O_RDWR, Mode::empty()) {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+        if null.as_raw_fd() <= 2 {
+            // It is one of the three now: kept open.
+            let _ = null.into_raw_fd();
         }
     }
 }
 
 /// Blocks until process `pid` (runc, once exec'd) has exited, up to a minute.
 fn wait_for_exit(pid: i32) {
-    // SAFETY: pidfd_open returns a new fd we own, or -1.
+    // SAFETY: no safe equivalent (neither std nor nix 0.30 wraps pidfd_open); the system call
+    // returns a new fd that nothing else owns, or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
     if fd >= 0 {
-        // SAFETY: `fd` is ours; File closes it on drop.
-        let _owned = unsafe { std::fs::File::from_raw_fd(fd) };
-        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut p, 1, 60_000) };
+        // SAFETY: `fd` is the one pidfd_open just returned; the OwnedFd closes it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _ = poll(&mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)], 60_000u16);
         return;
     }
     // Kernels without pidfd_open: watch for the pid to go.
     for _ in 0..60_000 {
-        // SAFETY: signal 0 only checks existence.
-        if unsafe { libc::kill(pid, 0) } != 0 {
+        // Signal 0 only checks existence.
+        if kill(Pid::from_raw(pid), None).is_err() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(1));

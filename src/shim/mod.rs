@@ -4,7 +4,6 @@
 //! detached [`lifecycle`] follow-up; errors go out as runc's log lines ([`runtime_log`]).
 
 pub mod alloc;
-pub mod argv;
 pub mod gates;
 pub mod lifecycle;
 pub mod passthrough;

@@ -3,10 +3,10 @@
 
 use std::ffi::{OsStr, OsString};
 
+use crate::argv::Invocation;
 use crate::error::Error;
 use crate::host::exec::{resolve_runtime, Exec};
 use crate::policy::settings::{low_level_runtime_fast, Located};
-use crate::shim::argv::Invocation;
 
 /// Execs the low-level runtime with `args` (less our own flag); returns only on failure.
 pub fn run(inv: &Invocation, args: &[OsString], settings: &Located, exec: &dyn Exec) -> Error {

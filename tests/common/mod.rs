@@ -4,15 +4,20 @@
 
 pub mod dockerd;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
 /// True in CI, where every prerequisite must be present.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// Returns true when `ok`; otherwise fails loudly in CI, or prints why the test is skipped.
+/// The one way a test skips. Returns true when `ok`; otherwise the test cannot run on this
+/// machine: in CI (which has every prerequisite, see .ci/run) that fails the test, elsewhere it
+/// prints a `SKIPPED` line where the test runner shows it and returns false, and the caller
+/// returns at once (`if !require(…) { return; }`).
 pub fn require(ok: bool, what: &str) -> bool {
     if ok {
         return true;
@@ -20,8 +25,20 @@ pub fn require(ok: bool, what: &str) -> bool {
     if in_ci() {
         panic!("CI is missing a prerequisite of this test: {what}");
     }
-    eprintln!("SKIPPED: {what} (set up by .ci/run; runs in CI)");
+    skipped(what);
     false
+}
+
+/// `SKIPPED <binary>::<test>: <why> (runs in CI)` on the process's own stderr. libtest captures
+/// only what the print macros write, so this line shows in `cargo test`'s output, while the
+/// runner itself still counts the test as passed.
+fn skipped(what: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    // libtest names each test's thread after the test.
+    let test = thread.name().filter(|n| *n != "main").unwrap_or("<unnamed test>");
+    let line = format!("SKIPPED {}::{test}: {what} (runs in CI)\n", env!("CARGO_CRATE_NAME"));
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// Root, runc and busybox-static: what a real-runc test needs.
@@ -36,9 +53,96 @@ pub fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
 }
 
-/// The shim built by cargo for this test run.
+/// The shim as `ds01ctl install` installs it: the static musl binary, built by the ordinary
+/// `cargo build --target <arch>-unknown-linux-musl --bin ds01-runtime` with this test run's
+/// profile and target directory (once per test binary; a no-op when it is fresh), and staged
+/// with `ds01ctl` beside it, where the shim finds its NVML helper. Without the musl target
+/// installed: cargo's own glibc build of this run, with a warning (`tests/shim_binary.rs`
+/// fails on that in CI).
 pub fn shim() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ds01-runtime"))
+    static SHIM: OnceLock<PathBuf> = OnceLock::new();
+    SHIM.get_or_init(|| {
+        let musl = musl_triple();
+        if !target_installed(&musl) {
+            let glibc = PathBuf::from(env!("CARGO_BIN_EXE_ds01-runtime"));
+            // Straight to stderr, past the test harness's capture: every run should say it.
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: the {musl} target is not installed, so these tests run the glibc shim {} \
+                 instead of the static musl one that is installed: rustup target add {musl}",
+                glibc.display()
+            );
+            return glibc;
+        }
+        let built = cargo_build_shim(&musl, &[]).unwrap_or_else(|e| panic!("{e}"));
+        stage_beside_ds01ctl(&built)
+    })
+    .clone()
+}
+
+/// The host's musl target, `<arch>-unknown-linux-musl`.
+pub fn musl_triple() -> String {
+    format!("{}-unknown-linux-musl", std::env::consts::ARCH)
+}
+
+/// True when rustc has the standard library for `triple` (`rustup target add <triple>`).
+pub fn target_installed(triple: &str) -> bool {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    Command::new(rustc).args(["--print", "sysroot"]).output().is_ok_and(|o| {
+        Path::new(String::from_utf8_lossy(&o.stdout).trim()).join("lib/rustlib").join(triple).is_dir()
+    })
+}
+
+/// This run's target directory and profile directory (`release`, `debug`), from where cargo
+/// put ds01ctl: `<target>/<profile>`, or `<target>/<triple>/<profile>` under `--target`.
+fn target_dir_and_profile() -> (PathBuf, String) {
+    let ctl = ds01ctl();
+    let dir = ctl.parent().unwrap();
+    let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let root = dir.ancestors().skip(1).find(|d| d.join("CACHEDIR.TAG").is_file()).or(dir.parent());
+    (root.unwrap().to_path_buf(), profile)
+}
+
+/// Runs `cargo build --target <triple> --bin ds01-runtime` (the ordinary build, nothing of its
+/// own) with this run's profile and target directory, `envs` added to cargo's environment;
+/// returns the binary it built.
+pub fn cargo_build_shim(triple: &str, envs: &[(&str, &str)]) -> Result<PathBuf, String> {
+    let (target, dir) = target_dir_and_profile();
+    let profile = if dir == "debug" { "dev" } else { &dir };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--locked", "--profile", profile, "--target", triple])
+        .args(["--bin", "ds01-runtime", "--manifest-path"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null());
+    let o = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !o.status.success() {
+        return Err(format!("{cmd:?} failed:\n{}", String::from_utf8_lossy(&o.stderr)));
+    }
+    Ok(target.join(triple).join(dir).join("ds01-runtime"))
+}
+
+/// `shim` hard-linked (else copied) into `<target>/tmp/ds01-<profile>/`, with a symlink to
+/// cargo's `ds01ctl` beside it, as `ds01ctl install` puts the two side by side. Each is put in
+/// place by a rename, so that test binaries running at once never see half of one.
+fn stage_beside_ds01ctl(shim: &Path) -> PathBuf {
+    let (_, profile) = target_dir_and_profile();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ds01-{profile}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let place = |name: &str, make: &dyn Fn(&Path) -> std::io::Result<()>| {
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        make(&tmp).unwrap_or_else(|e| panic!("cannot stage {}: {e}", tmp.display()));
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    };
+    place("ds01-runtime", &|tmp| {
+        std::fs::hard_link(shim, tmp).or_else(|_| std::fs::copy(shim, tmp).map(drop))
+    });
+    place("ds01ctl", &|tmp| std::os::unix::fs::symlink(ds01ctl(), tmp));
+    dir.join("ds01-runtime")
 }
 
 /// The admin tool built by cargo for this test run.
@@ -226,6 +330,62 @@ pub fn remove_slices(group: &str, user: &str) {
     for r in roots {
         let _ =
             std::fs::remove_dir(r.join(format!("ds01.slice/ds01-{group}.slice/ds01-{group}-{user}.slice")));
+    }
+}
+
+/// True when the shim writes cgroup v2 here: /sys/fs/cgroup is a cgroup2 mount (unified), the
+/// test cgroups-rs makes. Otherwise v1, legacy or hybrid (DS01's machines).
+pub fn cgroup_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The aggregate limits on a user's slice, read back from this host's cgroup files (v1 or v2)
+/// as the kernel shows them.
+#[derive(Debug)]
+pub struct SliceFiles {
+    /// Hard memory limit in bytes: v1 memory.limit_in_bytes, v2 memory.max.
+    pub memory_max: String,
+    /// Soft memory limit in bytes: v1 memory.soft_limit_in_bytes, v2 memory.high.
+    pub memory_high: String,
+    /// CFS quota in µs: v1 cpu.cfs_quota_us, v2 the first field of cpu.max.
+    pub cpu_quota: String,
+    /// CFS period in µs: v1 cpu.cfs_period_us, v2 the second field of cpu.max.
+    pub cpu_period: String,
+    /// pids.max.
+    pub tasks_max: String,
+    /// The memory controller's counters, with an `oom_kill N` line: v1 memory.oom_control, v2
+    /// memory.events.
+    pub oom: String,
+}
+
+/// The aggregate limits on `ds01-<group>-<user>.slice`; every file must be there.
+pub fn slice_files(group: &str, user: &str) -> SliceFiles {
+    let slice = format!("ds01.slice/ds01-{group}.slice/ds01-{group}-{user}.slice");
+    let read = |controller: &str, file: &str| {
+        let p = Path::new("/sys/fs/cgroup").join(controller).join(&slice).join(file);
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        text.trim().to_owned()
+    };
+    if cgroup_v2() {
+        let cpu = read("", "cpu.max");
+        let (quota, period) = cpu.split_once(' ').unwrap_or_else(|| panic!("cpu.max: {cpu}"));
+        SliceFiles {
+            memory_max: read("", "memory.max"),
+            memory_high: read("", "memory.high"),
+            cpu_quota: quota.to_owned(),
+            cpu_period: period.to_owned(),
+            tasks_max: read("", "pids.max"),
+            oom: read("", "memory.events"),
+        }
+    } else {
+        SliceFiles {
+            memory_max: read("memory", "memory.limit_in_bytes"),
+            memory_high: read("memory", "memory.soft_limit_in_bytes"),
+            cpu_quota: read("cpu", "cpu.cfs_quota_us"),
+            cpu_period: read("cpu", "cpu.cfs_period_us"),
+            tasks_max: read("pids", "pids.max"),
+            oom: read("memory", "memory.oom_control"),
+        }
     }
 }
 

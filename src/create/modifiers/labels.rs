@@ -20,7 +20,7 @@ impl SpecModifier for Labels {
 
     fn apply(&self, spec: &mut Value, ctx: &Context) -> Result<Vec<Note>> {
         let owner = ctx.owner;
-        let pod = crate::owner::kubernetes::of(spec).map(|p| p.describe());
+        let pod = ctx.engine.pod().map(|p| p.describe());
         let record = Record {
             user: owner.user.clone(),
             group: owner.group.clone(),
@@ -28,8 +28,8 @@ impl SpecModifier for Labels {
             pod,
             managed: true,
             identity_source: Some(owner.source_name().to_owned()),
-            name: ctx.engine.name.map(str::to_owned),
-            image: ctx.engine.image.map(str::to_owned),
+            name: ctx.engine.meta().and_then(|m| m.name.clone()),
+            image: ctx.engine.meta().and_then(|m| m.image.clone()),
             build: ctx.build,
             gpus: ctx.gpus.devices.iter().map(|d| d.uuid.clone()).collect(),
             cdi: ctx.gpus.cdi.as_ref().map(|r| r.devices.join(",")),
@@ -44,9 +44,11 @@ impl SpecModifier for Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::create::modifiers::TestParts;
+    use crate::owner::engine::Engine;
     use crate::spec::annotations::Key;
     const SETTINGS_KEY: &str = Key::Settings.as_str();
-    use crate::create::modifiers::{fixtures, ContainerCaps, GpuGrant, GuardInput};
+    use crate::create::modifiers::fixtures;
     use crate::naming::Placement;
     use crate::owner::identity::Owner;
     use crate::policy::settings::Source;
@@ -59,18 +61,14 @@ mod tests {
             source: Some(Source::Annotation),
             placement: Placement::for_owner("researcher", "carol"),
         };
-        let ctx = Context {
-            container_id: "c",
-            owner: &owner,
-            systemd_cgroup: false,
-            scope_prefix: "docker",
-            gpus: &GpuGrant::default(),
-            guard: &GuardInput::default(),
-            limits: &ContainerCaps::default(),
-            engine: crate::create::modifiers::Engine { name: Some("nb1"), image: Some("pytorch:2") },
-            settings_file: None,
-            build: false,
+        let meta = crate::owner::identity::EngineMeta {
+            name: Some("nb1".into()),
+            image: Some("pytorch:2".into()),
+            ..Default::default()
         };
+        let docker = crate::owner::docker::DockerMeta { engine: meta, ..Default::default() };
+        let t = TestParts { owner, engine: Engine::Docker(Box::new(docker)), ..TestParts::new() };
+        let ctx = t.ctx();
         let mut spec = fixtures::podman();
         spec["annotations"]["ds01.name"] = "forged".into();
         spec["annotations"]["ds01.pod"] = "kube-system/x/y".into();
@@ -104,8 +102,10 @@ mod tests {
     #[test]
     fn the_settings_file_is_recorded_only_when_the_shim_names_it() {
         let file = std::path::Path::new("/srv/ds01/runtime.yaml");
-        crate::create::modifiers::with_test_context(&GpuGrant::default(), |base| {
-            let named = Context { settings_file: Some(file), ..*base };
+        let t = TestParts::new();
+        let base = &t.ctx();
+        {
+            let named = Context { settings_file: Some(file), ..t.ctx() };
             let mut spec = fixtures::podman();
             spec["annotations"][SETTINGS_KEY] = "/home/mallory/evil.yaml".into();
             Labels.apply(&mut spec, &named).unwrap();
@@ -116,24 +116,14 @@ mod tests {
             assert!(spec["annotations"].get(SETTINGS_KEY).is_none(), "a user's own is dropped");
             let keys: Vec<&String> = spec["annotations"].as_object().unwrap().keys().collect();
             assert!(keys.iter().all(|k| !k.contains('=')), "no key that reads as a label: {keys:?}");
-        });
+        }
     }
 
     #[test]
     fn docker_spec_gets_an_annotations_object_at_the_end() {
         let owner = Owner { user: None, group: None, source: None, placement: Placement::unattributed() };
-        let ctx = Context {
-            container_id: "c",
-            owner: &owner,
-            systemd_cgroup: false,
-            scope_prefix: "docker",
-            gpus: &GpuGrant::default(),
-            guard: &GuardInput::default(),
-            limits: &ContainerCaps::default(),
-            engine: Default::default(),
-            settings_file: None,
-            build: false,
-        };
+        let t = TestParts { owner, ..TestParts::new() };
+        let ctx = t.ctx();
         let mut spec = fixtures::docker();
         assert!(spec.get("annotations").is_none());
         Labels.apply(&mut spec, &ctx).unwrap();

@@ -5,49 +5,19 @@
 use serde_json::{json, Value};
 
 use super::{Context, Note, SpecModifier};
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
+use crate::owner::engine::DOCKER_DEFAULT_SHM;
+use crate::policy::caps::Cap;
 use crate::policy::values::human;
 use crate::spec;
 
 /// CFS period used when the spec names none (runc's and Docker's default).
 const DEFAULT_PERIOD: u64 = 100_000;
-/// The size Docker gives /dev/shm when `--shm-size` was not used.
-pub const DOCKER_DEFAULT_SHM: u64 = 64 << 20;
-
-/// One cap and where it comes from ("group student", "user override alice", "defaults").
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cap<T> {
-    /// The limit.
-    pub value: T,
-    /// Its origin, for messages.
-    pub origin: String,
-}
-
-/// The caps that apply to this container (None = unlimited).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ContainerCaps {
-    /// CPUs.
-    pub cpus: Option<Cap<f64>>,
-    /// Memory bytes.
-    pub memory: Option<Cap<u64>>,
-    /// Memory + swap bytes.
-    pub swap: Option<Cap<u64>>,
-    /// /dev/shm bytes.
-    pub shm: Option<Cap<u64>>,
-    /// Processes.
-    pub pids: Option<Cap<i64>>,
-    /// The engine wrote Docker's default /dev/shm size, not the user (`--shm-size` unused).
-    pub shm_is_engine_default: bool,
-    /// The user set memory+swap explicitly (Docker's `--memory-swap`); otherwise the engine's
-    /// derived value is lowered to the cap instead of refused.
-    pub swap_explicit: bool,
-}
-
 /// Applies [`ContainerCaps`].
 pub struct Limits;
 
-fn refuse(what: &str, asked: String, cap: String, origin: &str) -> Error {
-    Error::refused(format!("{what} {asked} exceeds {cap} per container, {origin}"))
+fn refuse(what: &'static str, asked: String, cap: String, origin: &str) -> Error {
+    Refusal::OverCap { update: false, what, asked, cap, origin: origin.to_owned() }.into()
 }
 
 fn positive(v: Option<&Value>) -> Option<u64> {
@@ -211,9 +181,11 @@ fn shm(spec: &mut Value, cap: &Cap<u64>, engine_default: bool) -> Result<Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::create::modifiers::{fixtures, GpuGrant, GuardInput};
+    use crate::create::modifiers::fixtures;
+    use crate::create::modifiers::TestParts;
     use crate::naming::Placement;
     use crate::owner::identity::Owner;
+    use crate::policy::caps::ContainerCaps;
 
     fn caps() -> ContainerCaps {
         let o = |s: &str| s.to_owned();
@@ -230,19 +202,8 @@ mod tests {
 
     fn run(spec: &mut Value, c: &ContainerCaps) -> Result<Vec<Note>> {
         let owner = Owner { user: None, group: None, source: None, placement: Placement::unattributed() };
-        let ctx = Context {
-            container_id: "c",
-            owner: &owner,
-            systemd_cgroup: false,
-            scope_prefix: "docker",
-            gpus: &GpuGrant::default(),
-            guard: &GuardInput::default(),
-            limits: c,
-            engine: Default::default(),
-            settings_file: None,
-            build: false,
-        };
-        Limits.apply(spec, &ctx)
+        let t = TestParts { owner, limits: c.clone(), ..TestParts::new() };
+        Limits.apply(spec, &t.ctx())
     }
 
     #[test]

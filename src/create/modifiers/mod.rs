@@ -8,16 +8,18 @@ mod labels;
 mod limits;
 mod slice;
 
+pub use crate::policy::caps::{Cap, ContainerCaps};
 pub use cdi::Cdi;
 pub use gpus::{is_nvidia_hook, GpuGrant, Gpus, Granted};
 pub use guard::{cap_name, seccomp, Guard, GuardInput, DEFAULT_CAPS};
 pub use labels::Labels;
-pub use limits::{Cap, ContainerCaps, Limits, DOCKER_DEFAULT_SHM};
+pub use limits::Limits;
 pub use slice::SlicePlacement;
 
 use serde_json::Value;
 
 use crate::error::Result;
+use crate::owner::engine::Engine;
 use crate::owner::identity::Owner;
 
 /// What a modifier may know about the container being created.
@@ -36,22 +38,13 @@ pub struct Context<'a> {
     pub guard: &'a GuardInput,
     /// Per-container caps from the policy.
     pub limits: &'a ContainerCaps,
-    /// The engine's name for the container and its image, when the engine says.
-    pub engine: Engine<'a>,
+    /// The engine that created the container (its name and image for the annotations, its pod).
+    pub engine: &'a Engine,
     /// The settings file, when the shim was told it (flag or environment): recorded on the
     /// container for the calls that are not told (Podman's cleanup `delete`).
     pub settings_file: Option<&'a std::path::Path>,
     /// A build container (Docker's classic builder): its own slice, never GPUs.
     pub build: bool,
-}
-
-/// What the engine calls the container (Docker's name and image), for the annotations.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Engine<'a> {
-    /// Container name, without Docker's leading `/`.
-    pub name: Option<&'a str>,
-    /// Image reference.
-    pub image: Option<&'a str>,
 }
 
 /// One change a modifier made, and why: shown by `ds01ctl explain` and kept in the audit.
@@ -92,29 +85,61 @@ pub fn apply_all(mods: &[Box<dyn SpecModifier>], spec: &mut Value, ctx: &Context
     Ok(notes)
 }
 
-/// Runs `f` with a context for an unattributed container `c` holding `gpus`, for modifier tests.
+/// What a modifier test's [`Context`] borrows, with defaults: container `c`, owner `a` of group
+/// `g` in the unattributed slice, cgroupfs, no GPUs, an empty guard input, no caps, runc.
+#[cfg(test)]
+pub(crate) struct TestParts {
+    pub id: &'static str,
+    pub owner: Owner,
+    pub systemd_cgroup: bool,
+    pub gpus: GpuGrant,
+    pub guard: GuardInput,
+    pub limits: ContainerCaps,
+    pub engine: Engine,
+    pub settings_file: Option<&'static std::path::Path>,
+}
+
+#[cfg(test)]
+impl TestParts {
+    pub fn new() -> TestParts {
+        TestParts {
+            id: "c",
+            owner: Owner {
+                user: Some("a".into()),
+                group: Some("g".into()),
+                source: None,
+                placement: crate::naming::Placement::unattributed(),
+            },
+            systemd_cgroup: false,
+            gpus: GpuGrant::default(),
+            guard: GuardInput::default(),
+            limits: ContainerCaps::default(),
+            engine: Engine::Runc,
+            settings_file: None,
+        }
+    }
+
+    pub fn ctx(&self) -> Context<'_> {
+        Context {
+            container_id: self.id,
+            owner: &self.owner,
+            systemd_cgroup: self.systemd_cgroup,
+            scope_prefix: "docker",
+            gpus: &self.gpus,
+            guard: &self.guard,
+            limits: &self.limits,
+            engine: &self.engine,
+            settings_file: self.settings_file,
+            build: false,
+        }
+    }
+}
+
+/// Runs `f` with the default test context holding `gpus`.
 #[cfg(test)]
 pub(crate) fn with_test_context<T>(gpus: &GpuGrant, f: impl FnOnce(&Context) -> T) -> T {
-    let owner = Owner {
-        user: Some("a".into()),
-        group: Some("g".into()),
-        source: None,
-        placement: crate::naming::Placement::unattributed(),
-    };
-    let guard = GuardInput::default();
-    let limits = ContainerCaps::default();
-    f(&Context {
-        container_id: "c",
-        owner: &owner,
-        systemd_cgroup: false,
-        scope_prefix: "docker",
-        gpus,
-        guard: &guard,
-        limits: &limits,
-        engine: Engine::default(),
-        settings_file: None,
-        build: false,
-    })
+    let t = TestParts { gpus: gpus.clone(), ..TestParts::new() };
+    f(&t.ctx())
 }
 
 #[cfg(test)]

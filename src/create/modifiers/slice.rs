@@ -37,7 +37,8 @@ impl SpecModifier for SlicePlacement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::create::modifiers::{fixtures, ContainerCaps, GpuGrant, GuardInput};
+    use crate::create::modifiers::fixtures;
+    use crate::create::modifiers::TestParts;
     use crate::naming::Placement;
     use crate::owner::identity::Owner;
     use crate::policy::settings::Source;
@@ -56,19 +57,9 @@ mod tests {
         let owner = alice();
         for systemd in [false, true] {
             for mut spec in [fixtures::docker(), fixtures::podman()] {
-                let ctx = Context {
-                    container_id: "c1",
-                    owner: &owner,
-                    systemd_cgroup: systemd,
-                    scope_prefix: "docker",
-                    gpus: &GpuGrant::default(),
-                    guard: &GuardInput::default(),
-                    limits: &ContainerCaps::default(),
-                    engine: Default::default(),
-                    settings_file: None,
-                    build: false,
-                };
-                let notes = SlicePlacement.apply(&mut spec, &ctx).unwrap();
+                let t =
+                    TestParts { id: "c1", owner: owner.clone(), systemd_cgroup: systemd, ..TestParts::new() };
+                let notes = SlicePlacement.apply(&mut spec, &t.ctx()).unwrap();
                 let want = if systemd {
                     "ds01-student-alice.slice:docker:c1"
                 } else {
@@ -83,18 +74,8 @@ mod tests {
     #[test]
     fn creates_linux_when_absent_and_refuses_non_object() {
         let owner = alice();
-        let ctx = Context {
-            container_id: "c1",
-            owner: &owner,
-            systemd_cgroup: true,
-            scope_prefix: "docker",
-            gpus: &GpuGrant::default(),
-            guard: &GuardInput::default(),
-            limits: &ContainerCaps::default(),
-            engine: Default::default(),
-            settings_file: None,
-            build: false,
-        };
+        let t = TestParts { id: "c1", owner, systemd_cgroup: true, ..TestParts::new() };
+        let ctx = t.ctx();
         let mut spec = serde_json::json!({"ociVersion": "1.0.2"});
         SlicePlacement.apply(&mut spec, &ctx).unwrap();
         assert_eq!(

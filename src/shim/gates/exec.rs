@@ -7,12 +7,12 @@
 use serde::Deserialize;
 
 use super::{recorded, Caps, Container};
+use crate::argv::Invocation;
 use crate::audit::Kind;
 use crate::create::modifiers::cap_name;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::policy::settings::Settings;
 use crate::policy::Policy;
-use crate::shim::argv::Invocation;
 
 /// The parts of an OCI process that decide what it may do.
 #[derive(Debug, Default, Deserialize)]
@@ -101,29 +101,27 @@ pub fn judge(p: &Process, own: &Own) -> Result<()> {
         .as_ref()
         .and_then(|caps| caps.all().map(|c| cap_name(c)).find(|c| !own.caps.contains(c)))
     {
-        return Err(Error::refused(format!(
-            "exec: capability {} is refused: the container does not have it (docker exec --privileged); {ADMIN_ONLY}",
-            c.trim_start_matches("CAP_")
-        )));
+        return Err(refused(
+            format!("capability {}", c.trim_start_matches("CAP_")),
+            "the container does not have it (docker exec --privileged)".into(),
+        ));
     }
     if let Some(a) = p.apparmor_profile.as_deref().filter(|a| !a.is_empty() && *a != own.apparmor) {
-        return Err(Error::refused(format!(
-            "exec: AppArmor profile {a} is refused: the container runs under {}; {ADMIN_ONLY}",
-            if own.apparmor.is_empty() { "none" } else { &own.apparmor }
-        )));
+        let theirs = if own.apparmor.is_empty() { "none" } else { &own.apparmor };
+        return Err(refused(format!("AppArmor profile {a}"), format!("the container runs under {theirs}")));
     }
     if let Some(l) = p.selinux_label.as_deref().filter(|l| !l.is_empty() && *l != own.label) {
-        return Err(Error::refused(format!(
-            "exec: SELinux label {l} is refused: not the container's; {ADMIN_ONLY}"
-        )));
+        return Err(refused(format!("SELinux label {l}"), "not the container's".into()));
     }
     // runc takes no_new_privileges from the process as given: absent is false.
     if own.no_new_privileges && !p.no_new_privileges.unwrap_or(false) {
-        return Err(Error::refused(format!(
-            "exec: dropping no-new-privileges is refused: the container runs with it; {ADMIN_ONLY}"
-        )));
+        return Err(refused("dropping no-new-privileges".into(), "the container runs with it".into()));
     }
     Ok(())
+}
+
+fn refused(what: String, why: String) -> Error {
+    Refusal::Exec { what, why: format!("{why}; {ADMIN_ONLY}") }.into()
 }
 
 /// Judges and records an exec.
@@ -161,7 +159,7 @@ mod tests {
 
     fn scan(line: &str) -> Invocation {
         let a: Vec<OsString> = line.split_whitespace().map(OsString::from).collect();
-        crate::shim::argv::scan(&a)
+        crate::argv::scan(&a)
     }
 
     fn own() -> Own {

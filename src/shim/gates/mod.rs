@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::argv::Invocation;
 use crate::audit::{self, Event, Kind};
 use crate::error::{Error, Result};
 use crate::policy::settings::Settings;
 use crate::policy::Policy;
-use crate::shim::argv::Invocation;
 use crate::spec::annotations::Record;
 
 /// What runc's state says about a container: the runtime's record, what runc applied to its

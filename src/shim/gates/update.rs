@@ -9,13 +9,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{recorded, Container};
+use crate::argv::Invocation;
 use crate::audit::Kind;
-use crate::create::modifiers::ContainerCaps;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
+use crate::policy::caps::ContainerCaps;
 use crate::policy::settings::Settings;
 use crate::policy::values::human;
 use crate::policy::{Policy, Size};
-use crate::shim::argv::Invocation;
 
 /// The resources of an update that the caps speak of (runtime-spec LinuxResources).
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -120,16 +120,24 @@ pub fn requested(inv: &Invocation, stdin: &mut dyn Read) -> Result<(Resources, O
     Ok((r, None))
 }
 
-fn refuse(what: &str, asked: &str, cap: &str, origin: &str) -> Error {
-    Error::refused(format!("update: {what} {asked} exceeds {cap} per container, {origin}"))
+fn refuse(what: &'static str, asked: &str, cap: &str, origin: &str) -> Error {
+    Refusal::OverCap {
+        update: true,
+        what,
+        asked: asked.to_owned(),
+        cap: cap.to_owned(),
+        origin: origin.to_owned(),
+    }
+    .into()
 }
 
 /// Holds `r` to `caps`; the refusal names the value, the cap and where it comes from.
 pub fn judge(r: &Resources, caps: &ContainerCaps) -> Result<()> {
     if r.unified.as_ref().is_some_and(|u| !u.is_empty()) {
-        return Err(Error::refused(
-            "update: cgroup v2 unified settings are refused (they write cgroup files as given); only admins named by a trusted identity source may",
-        ));
+        return Err(Refusal::Update {
+            why: "cgroup v2 unified settings are refused (they write cgroup files as given); only admins named by a trusted identity source may".into(),
+        }
+        .into());
     }
     let shown = |v: i64| if v < 0 { "unlimited".to_owned() } else { human(v as u64) };
     if let (Some(m), Some(cap)) = (r.memory.as_ref(), caps.memory.as_ref()) {
@@ -152,10 +160,13 @@ pub fn judge(r: &Resources, caps: &ContainerCaps) -> Result<()> {
         // runc keeps the old quota when only the period changes: a shorter period would then
         // give the same quota more CPUs.
         if c.quota.unwrap_or(0) == 0 && c.period.unwrap_or(0) != 0 {
-            return Err(Error::refused(format!(
-                "update: a CPU period without a CPU quota is refused: it would change the CPUs the quota gives (cap {} per container, {})",
-                cap.value, cap.origin
-            )));
+            return Err(Refusal::Update {
+                why: format!(
+                    "a CPU period without a CPU quota is refused: it would change the CPUs the quota gives (cap {} per container, {})",
+                    cap.value, cap.origin
+                ),
+            }
+            .into());
         }
         if let Some(q) = c.quota.filter(|q| *q != 0) {
             let period = c.period.filter(|p| *p > 0).unwrap_or(100_000) as f64;
@@ -205,21 +216,16 @@ pub fn gate(inv: &Invocation, settings: &Settings) -> Result<Option<Vec<u8>>> {
 /// settings'; no owner recorded: the policy's defaults).
 fn owner_caps(c: &Container, settings: &Settings, policy: &Policy) -> ContainerCaps {
     if c.record.build && c.record.user.is_none() {
-        return crate::create::build_caps(&settings.build);
+        return crate::policy::caps::build_caps(&settings.build);
     }
-    let owner = crate::owner::identity::Owner {
-        user: c.record.user.clone(),
-        group: c.record.group.clone(),
-        source: None,
-        placement: crate::naming::Placement::unattributed(),
-    };
-    crate::create::caps(policy, &owner, None)
+    let owner = c.record.user.as_deref().zip(c.record.group.as_deref());
+    crate::policy::caps::caps(policy, owner, false, true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::create::modifiers::Cap;
+    use crate::policy::caps::Cap;
     use std::ffi::OsString;
 
     fn caps() -> ContainerCaps {
@@ -235,7 +241,7 @@ mod tests {
 
     fn scan(line: &str) -> Invocation {
         let a: Vec<OsString> = line.split_whitespace().map(OsString::from).collect();
-        crate::shim::argv::scan(&a)
+        crate::argv::scan(&a)
     }
 
     #[test]

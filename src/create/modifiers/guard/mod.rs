@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::Value;
 
 use super::{Context, Note, SpecModifier};
-use crate::error::{Error, Result};
+use crate::error::{Refusal, Result};
 use crate::spec;
 
 pub use privileges::{cap_name, DEFAULT_CAPS};
@@ -104,15 +104,20 @@ impl SpecModifier for Guard {
         if (g.privileged || allow_all) && !g.trusted_admin {
             let what =
                 if g.privileged { "privileged containers" } else { "device rules that open every device" };
-            return Err(Error::refused(format!(
-                "{what} are refused: they reach every GPU and device on the host (only admins named by a trusted source may)"
-            )));
+            return Err(Refusal::Privilege {
+                what: what.to_owned(),
+                plural: true,
+                why:
+                    "they reach every GPU and device on the host (only admins named by a trusted source may)"
+                        .into(),
+            }
+            .into());
         }
         // Admins named by a trusted source keep everything, host mounts included.
         if g.trusted_admin {
             return Ok(Vec::new());
         }
-        privileges::check(spec, g, ctx.gpus, crate::owner::kubernetes::of(spec).is_some())?;
+        privileges::check(spec, g, ctx.gpus, ctx.engine.pod().is_some())?;
         let Some(mounts) = spec::get(spec, &["mounts"]).and_then(Value::as_array) else {
             return Ok(Vec::new());
         };
@@ -121,9 +126,7 @@ impl SpecModifier for Guard {
             // /proc/<pid>/root and /proc/<pid>/fd/* lead into other mount namespaces: what runc
             // would mount is not what any path resolved here names.
             if lexical(Path::new(src)).starts_with("/proc") {
-                return Err(Error::refused(format!(
-                    "bind mount of {src} is refused: /proc leads into other processes' files"
-                )));
+                return Err(mount(src, "/proc leads into other processes' files".into()));
             }
             let real = g
                 .resolved
@@ -137,9 +140,13 @@ impl SpecModifier for Guard {
                 format!("{src} (-> {})", real.display())
             };
             if let Some((_, what)) = g.host_volumes.iter().find(|(s, _)| s == src) {
-                return Err(Error::refused(format!(
-                    "a volume that mounts {what} (--mount volume-opt) is refused: it reaches the host's files; only admins named by a trusted identity source may"
-                )));
+                return Err(Refusal::Privilege {
+                    what: format!("a volume that mounts {what} (--mount volume-opt)"),
+                    plural: false,
+                    why: "it reaches the host's files; only admins named by a trusted identity source may"
+                        .into(),
+                }
+                .into());
             }
             let own_userdata =
                 g.own_userdata.as_deref().is_some_and(|u| real.ancestors().any(|a| a.ends_with(u)));
@@ -147,31 +154,34 @@ impl SpecModifier for Guard {
                 continue;
             }
             if real == Path::new("/") {
-                return Err(Error::refused("bind mount of / is refused: it exposes the whole host"));
+                return Err(mount("/", "it exposes the whole host".into()));
             }
             if let Some((_, why)) =
                 g.protected.iter().find(|(p, _)| real.starts_with(p) || p.starts_with(&real))
             {
-                return Err(Error::refused(format!("bind mount of {shown} is refused: {why}")));
+                return Err(mount(&shown, why.to_string()));
             }
             if !g.allow.iter().any(|root| real.starts_with(root)) {
                 let roots: Vec<String> = g.allow.iter().map(|r| r.display().to_string()).collect();
-                return Err(Error::refused(format!(
-                    "bind mount of {shown} is refused: only {} may be mounted",
-                    if roots.is_empty() { "nothing".to_owned() } else { roots.join(", ") }
-                )));
+                let roots = if roots.is_empty() { "nothing".to_owned() } else { roots.join(", ") };
+                return Err(mount(&shown, format!("only {roots} may be mounted")));
             }
         }
         Ok(Vec::new())
     }
 }
 
+/// A bind mount the guard refuses.
+fn mount(shown: &str, why: String) -> crate::error::Error {
+    Refusal::Privilege { what: format!("bind mount of {shown}"), plural: false, why }.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::create::modifiers::{fixtures, ContainerCaps, GpuGrant};
-    use crate::naming::Placement;
-    use crate::owner::identity::Owner;
+    use crate::create::modifiers::fixtures;
+
+    use crate::create::modifiers::TestParts;
     use serde_json::json;
 
     fn input() -> GuardInput {
@@ -193,26 +203,9 @@ mod tests {
     }
 
     fn check(spec: &mut Value, g: &GuardInput) -> Result<Vec<Note>> {
-        let owner = Owner {
-            user: Some("alice".into()),
-            group: Some("g".into()),
-            source: None,
-            placement: Placement::unattributed(),
-        };
-        let grant = GpuGrant::default();
-        let ctx = Context {
-            container_id: "c",
-            owner: &owner,
-            systemd_cgroup: false,
-            scope_prefix: "docker",
-            gpus: &grant,
-            guard: g,
-            limits: &ContainerCaps::default(),
-            engine: Default::default(),
-            settings_file: None,
-            build: false,
-        };
-        Guard.apply(spec, &ctx)
+        let mut t = TestParts { guard: g.clone(), ..TestParts::new() };
+        t.owner.user = Some("alice".into());
+        Guard.apply(spec, &t.ctx())
     }
 
     fn with_bind(src: &str) -> Value {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::seccomp;
 use super::GuardInput;
 use crate::create::modifiers::GpuGrant;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::spec;
 
 /// Docker's default capability set (moby oci/caps/defaults.go); Podman's and containerd's
@@ -106,7 +106,7 @@ fn part<'a>(spec: &'a Value, g: &'a GuardInput, path: &[&str]) -> Result<Option<
 }
 
 fn refused(what: String, why: &str) -> Error {
-    Error::refused(format!("{what} is refused: {why}"))
+    Refusal::Privilege { what, plural: false, why: why.to_owned() }.into()
 }
 
 fn strings(v: Option<&Value>) -> Vec<&str> {
