@@ -19,20 +19,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 echo "== building ds01-runtime"
-# The shim is the static musl build, as install.sh installs it (README.md, "Two commands", says
-# why), by the ordinary cargo build for the host's musl target, with ds01ctl beside it.
-musl=$(uname -m)-unknown-linux-musl
-if command -v rustup >/dev/null; then rustup target add "$musl" >/dev/null 2>&1 || true; fi
-cargo build --release --quiet
-shim=target/release/ds01-runtime
-if [ -d "$(rustc --print sysroot)/lib/rustlib/$musl" ]; then
-  cargo build --release --quiet --target "$musl" --bin ds01-runtime
-  shim=target/$musl/release/ds01-runtime
-else
-  echo "warning: the $musl target is not installed, so the try-out runs the glibc shim (about 0.5 ms more per call on a VM): rustup target add $musl" >&2
-fi
-rm -rf target/install && mkdir -p target/install
-cp "$shim" target/release/ds01ctl target/install/
+install/build.sh   # the static musl shim and ds01ctl, in target/install, as install.sh installs them
 SHIM=$PWD/target/install/ds01-runtime
 
 T=$(mktemp -d /tmp/ds01try.XXXXXX)
