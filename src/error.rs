@@ -12,6 +12,9 @@ pub enum Kind {
     Failed,
 }
 
+/// How a refusal says what would allow it.
+pub const ADMIN_ONLY: &str = "only admins named by a trusted identity source may";
+
 /// Which rule of the policy refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {

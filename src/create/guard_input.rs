@@ -10,7 +10,7 @@ use super::host::Host;
 use super::modifiers::{cap_name, seccomp, GuardInput};
 use super::opaque::Part;
 use super::{Call, Restore};
-use crate::error::{Error, Refusal, Result};
+use crate::error::{Error, Refusal, Result, ADMIN_ONLY};
 use crate::owner::engine::Engine;
 use crate::owner::identity::Owner;
 use crate::policy::settings::Settings;
@@ -72,16 +72,9 @@ pub fn guard_input(host: &dyn Host, s: &Settings, policy: &Policy, c: &Subject) 
             .iter()
             .map(|p| (PathBuf::from(p), "a system folder"))
             .collect();
-    for p in [
-        "/var/lib/docker",
-        "/var/lib/containerd",
-        "/run/containerd",
-        "/var/lib/containers",
-        "/run/containers",
-    ] {
-        protected.push((PathBuf::from(p), "the container engine's own data"));
+    for p in Engine::state_dirs(&s.docker_root) {
+        protected.push((p, "the container engine's own data"));
     }
-    protected.push((s.docker_root.clone(), "the container engine's own data"));
     for p in [
         "/run/docker.sock",
         "/var/run/docker.sock",
@@ -176,7 +169,6 @@ fn host_volume(host: &dyn Host, docker_root: &Path, src: &str) -> Option<String>
 /// A `restore` by a non-admin may not bring its own CRIU image (it restores the credentials
 /// and capabilities stored in it) or its own LSM profile: the image must be the engine's.
 pub fn restore_refusal(host: &dyn Host, r: &Restore, docker_root: &Path) -> Option<Error> {
-    const ADMIN_ONLY: &str = "only admins named by a trusted identity source may";
     if let Some(flag) = r.lsm_flag {
         return Some(
             Refusal::Restore {

@@ -220,8 +220,9 @@ impl Engine {
         OwnPaths { paths, userdata }
     }
 
-    /// The folders where engines keep their state and checkpoints: a restore's image must be
-    /// under one of them unless an admin restores.
+    /// The folders where engines keep their state and checkpoints (Docker's data root, and the
+    /// defaults of Docker, Podman and containerd): a restore's image must be under one of them
+    /// unless an admin restores, and the guard refuses bind mounts of them.
     pub fn state_dirs(docker_root: &Path) -> Vec<PathBuf> {
         vec![
             docker_root.to_path_buf(),

@@ -10,7 +10,7 @@ use super::{recorded, Caps, Container};
 use crate::argv::Invocation;
 use crate::audit::Kind;
 use crate::create::modifiers::cap_name;
-use crate::error::{Error, Refusal, Result};
+use crate::error::{Error, Refusal, Result, ADMIN_ONLY};
 use crate::policy::settings::Settings;
 use crate::policy::Policy;
 
@@ -91,8 +91,6 @@ pub fn process(inv: &Invocation, base: Process) -> Result<Process> {
     }
     Ok(p)
 }
-
-const ADMIN_ONLY: &str = "only admins named by a trusted identity source may";
 
 /// Refuses a process that asks for more than its container has.
 pub fn judge(p: &Process, own: &Own) -> Result<()> {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::{recorded, Container};
 use crate::argv::Invocation;
 use crate::audit::Kind;
-use crate::error::{Error, Refusal, Result};
+use crate::error::{Error, Refusal, Result, ADMIN_ONLY};
 use crate::policy::caps::ContainerCaps;
 use crate::policy::settings::Settings;
 use crate::policy::values::human;
@@ -135,7 +135,9 @@ fn refuse(what: &'static str, asked: &str, cap: &str, origin: &str) -> Error {
 pub fn judge(r: &Resources, caps: &ContainerCaps) -> Result<()> {
     if r.unified.as_ref().is_some_and(|u| !u.is_empty()) {
         return Err(Refusal::Update {
-            why: "cgroup v2 unified settings are refused (they write cgroup files as given); only admins named by a trusted identity source may".into(),
+            why: format!(
+                "cgroup v2 unified settings are refused (they write cgroup files as given); {ADMIN_ONLY}"
+            ),
         }
         .into());
     }

@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::Value;
 
 use super::{Context, Note, SpecModifier};
-use crate::error::{Refusal, Result};
+use crate::error::{Refusal, Result, ADMIN_ONLY};
 use crate::spec;
 
 pub use privileges::{cap_name, DEFAULT_CAPS};
@@ -143,8 +143,7 @@ impl SpecModifier for Guard {
                 return Err(Refusal::Privilege {
                     what: format!("a volume that mounts {what} (--mount volume-opt)"),
                     plural: false,
-                    why: "it reaches the host's files; only admins named by a trusted identity source may"
-                        .into(),
+                    why: format!("it reaches the host's files; {ADMIN_ONLY}"),
                 }
                 .into());
             }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::seccomp;
 use super::GuardInput;
 use crate::create::modifiers::GpuGrant;
-use crate::error::{Error, Refusal, Result};
+use crate::error::{Error, Refusal, Result, ADMIN_ONLY};
 use crate::spec;
 
 /// Docker's default capability set (moby oci/caps/defaults.go); Podman's and containerd's
@@ -76,8 +76,6 @@ const IPC_SYSCTLS: &[&str] = &[
     "kernel.shmmni",
     "kernel.shm_rmid_forced",
 ];
-
-const ADMIN_ONLY: &str = "only admins named by a trusted identity source may";
 
 /// `CAP_SYS_ADMIN` from `SYS_ADMIN`, `cap_sys_admin` or `CAP_SYS_ADMIN`.
 pub fn cap_name(c: &str) -> String {
