@@ -17,6 +17,7 @@ pub mod argv;
 pub mod audit;
 pub mod create;
 pub mod ctl;
+pub mod door;
 pub mod error;
 pub mod gpu;
 pub mod host;

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["policy"],
     &["audit", "owner"],
     &["create"],
-    &["ctl", "shim"],
+    &["ctl", "door", "shim"],
 ];
 
 fn layer(module: &str) -> Option<usize> {

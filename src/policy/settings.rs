@@ -150,9 +150,60 @@ pub struct Settings {
     pub build: BuildSettings,
     /// Containers a Kubernetes node's CRI (containerd, CRI-O) creates.
     pub kubernetes: KubernetesSettings,
+    /// The Docker socket front door (`ds01-front-door`).
+    pub front_door: FrontDoorSettings,
     /// This file, when it was named by flag or environment (absolute).
     #[serde(skip)]
     pub named_file: Option<PathBuf>,
+}
+
+/// The Docker socket front door: where it listens, where dockerd is, what it lets callers see.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrontDoorSettings {
+    /// The socket users reach, when not handed one by systemd (socket activation).
+    pub listen: PathBuf,
+    /// The group that may connect to `listen` (mode 0660).
+    pub listen_group: String,
+    /// dockerd's own socket, which only root may reach.
+    pub upstream: PathBuf,
+    /// Where the front door records verified owners, one root-owned file a container.
+    pub verified_dir: PathBuf,
+    /// Listing and inspecting containers stay open to every caller (DS01's docs tell users to
+    /// `docker ps -a`); false limits both to the caller's own containers and admins.
+    pub open_reads: bool,
+    /// The largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// The largest create body (`POST /containers/create`), in bytes.
+    pub max_create_body: usize,
+    /// BuildKit builds by non-admins: Docker 20.10 runs their steps with runc directly, not
+    /// through a registered runtime, so they would run outside the caller's slice.
+    pub buildkit: BuildKit,
+}
+
+/// What the front door does with a non-admin's BuildKit build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildKit {
+    /// Refuse it, saying to build with the classic builder (`DOCKER_BUILDKIT=0`).
+    Refuse,
+    /// Let it through (for an engine whose BuildKit runs steps through the runtime).
+    Allow,
+}
+
+impl Default for FrontDoorSettings {
+    fn default() -> Self {
+        FrontDoorSettings {
+            listen: "/var/run/docker.sock".into(),
+            listen_group: "docker".into(),
+            upstream: "/run/ds01/dockerd.sock".into(),
+            verified_dir: "/var/lib/ds01/verified".into(),
+            open_reads: true,
+            max_header_bytes: 64 << 10,
+            max_create_body: 1 << 20,
+            buildkit: BuildKit::Refuse,
+        }
+    }
 }
 
 /// Where a Kubernetes container's cgroup goes.
@@ -263,6 +314,7 @@ impl Default for Settings {
             guard: GuardSettings::default(),
             build: BuildSettings::default(),
             kubernetes: KubernetesSettings::default(),
+            front_door: FrontDoorSettings::default(),
             named_file: None,
         }
     }
@@ -317,6 +369,9 @@ impl Settings {
             &mut s.docker_root,
             &mut s.gpu.dev_root,
             &mut s.gpu.proc_root,
+            &mut s.front_door.listen,
+            &mut s.front_door.upstream,
+            &mut s.front_door.verified_dir,
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);
