@@ -159,3 +159,202 @@ fn interpose_links_runc_and_never_clobbers_a_foreign_one() {
     assert!(stderr(&o).contains("is not ds01-runtime; not replacing it"), "{}", stderr(&o));
     assert_eq!(fs::read_to_string(h.p("usr/sbin/runc")).unwrap(), "#!/bin/sh\n");
 }
+
+/// Every file, link and directory under `root` (relative path → kind, mode, bytes or target),
+/// leaving out daemon.json and its backups (compared as JSON: install merges into it).
+fn tree(root: &std::path::Path) -> std::collections::BTreeMap<String, (char, u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut std::collections::BTreeMap<String, (char, u32, Vec<u8>)>,
+    ) {
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if rel.starts_with("etc/docker/daemon.json") {
+                continue;
+            }
+            let m = p.symlink_metadata().unwrap();
+            let mode = m.permissions().mode() & 0o7777;
+            if m.file_type().is_symlink() {
+                out.insert(rel, ('l', 0, fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes()));
+            } else if m.is_dir() {
+                out.insert(rel, ('d', mode, Vec::new()));
+                walk(root, &p, out);
+            } else {
+                out.insert(rel, ('f', mode, fs::read(&p).unwrap()));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+#[test]
+fn front_door_install_moves_dockers_socket_and_uninstall_puts_every_byte_back() {
+    let h = Host::new("door");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/systemd");
+    // docker.io's units; an admin's drop-in read before ours; a hand-made unit of our name.
+    fs::create_dir_all(h.p("lib/systemd/system")).unwrap();
+    for unit in ["docker.service", "docker.socket"] {
+        fs::copy(fixtures.join(unit), h.p("lib/systemd/system").join(unit)).unwrap();
+    }
+    fs::create_dir_all(h.p("etc/systemd/system/docker.socket.d")).unwrap();
+    fs::write(h.p("etc/systemd/system/docker.socket.d/10-admin.conf"), "[Socket]\nSocketMode=0666\n")
+        .unwrap();
+    fs::write(h.p("etc/systemd/system/ds01-front-door.service"), "# a hand-made front door\n").unwrap();
+    fs::create_dir_all(h.p("etc/docker")).unwrap();
+    fs::write(h.p("etc/docker/daemon.json"), ORIGINAL).unwrap();
+    let before = tree(h.tmp.path());
+    let units = [
+        "--front-door",
+        "--unit-dir",
+        h.p("etc/systemd/system").to_str().unwrap(),
+        "--vendor-unit-dir",
+        h.p("lib/systemd/system").to_str().unwrap(),
+    ]
+    .map(str::to_owned);
+    let install = |extra: &[&str]| {
+        let mut args = vec!["install"];
+        args.extend(units.iter().map(String::as_str));
+        args.extend(extra);
+        h.ctl(&args)
+    };
+    let apply = "  systemctl daemon-reload\n  systemctl restart docker.socket docker.service\n  systemctl enable --now ds01-front-door.socket\n";
+
+    let dry = install(&["--dry-run"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let out = stdout(&dry);
+    let drop_in = h.p("etc/systemd/system/docker.socket.d/ds01-front-door.conf");
+    assert!(out.contains(&format!("would install {}\n", drop_in.display())), "{out}");
+    assert!(out.contains(&format!("would install {}\n", h.p("usr/bin/ds01-front-door").display())), "{out}");
+    assert!(
+        out.contains("+ListenStream=/run/ds01/dockerd.sock\n") && out.contains("+SocketGroup=docker\n"),
+        "{out}"
+    );
+    assert!(out.contains("would replace ") && out.contains("ds01-front-door.service (kept as "), "{out}");
+    assert!(out.contains(&format!("Then, to apply it:\n{apply}")), "{out}");
+    assert_eq!(tree(h.tmp.path()), before, "a dry run writes nothing");
+    assert_eq!(h.daemon(), ORIGINAL);
+
+    let o = install(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&format!("To apply it, run:\n{apply}")), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("Reload Docker"), "the restart reloads daemon.json too: {}", stdout(&o));
+    let staged = shim().parent().unwrap().join("ds01-front-door");
+    assert_eq!(fs::read(h.p("usr/bin/ds01-front-door")).unwrap(), fs::read(staged).unwrap());
+    assert_eq!(
+        fs::read_to_string(&drop_in).unwrap(),
+        "# Written by `ds01ctl install --front-door` (`ds01ctl uninstall` removes it): dockerd's own\n\
+         # socket is root's only; users reach Docker through ds01-front-door.\n\
+         [Socket]\nListenStream=\nListenStream=/run/ds01/dockerd.sock\nSocketMode=0600\nSocketUser=root\nSocketGroup=root\n"
+    );
+    assert_eq!(
+        fs::read_to_string(h.p("etc/systemd/system/ds01-front-door.socket")).unwrap(),
+        "# Written by `ds01ctl install --front-door`; `ds01ctl uninstall` removes it.\n[Unit]\n\
+         Description=ds01 front door socket: the Docker socket users reach\n\n[Socket]\n\
+         ListenStream=/var/run/docker.sock\nSocketMode=0660\nSocketUser=root\nSocketGroup=docker\n\
+         Service=ds01-front-door.service\n\n[Install]\nWantedBy=sockets.target\n"
+    );
+    assert_eq!(
+        fs::read_to_string(h.p("etc/systemd/system/ds01-front-door.service")).unwrap(),
+        format!(
+            "# Written by `ds01ctl install --front-door`; `ds01ctl uninstall` removes it.\n[Unit]\n\
+             Description=ds01 front door: each user's Docker calls, known by uid, forwarded to dockerd\n\
+             After=docker.service\nRequires=ds01-front-door.socket\n\n[Service]\nExecStart={}\n\
+             Environment=DS01_RUNTIME_CONFIG={}\nRestart=on-failure\n",
+            h.p("usr/bin/ds01-front-door").display(),
+            h.p("etc/ds01/runtime.yaml").display()
+        )
+    );
+    let kept: Vec<String> = fs::read_dir(h.p("etc/systemd/system"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ds01-front-door.service.ds01-backup-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the hand-made unit is kept: {kept:?}");
+    assert_eq!(
+        fs::read_to_string(h.p("etc/systemd/system").join(&kept[0])).unwrap(),
+        "# a hand-made front door\n"
+    );
+    let v: Value = serde_json::from_str(&h.daemon()).unwrap();
+    assert_eq!(v["runtimes"]["ds01"]["path"], h.p("usr/bin/ds01-runtime").to_str().unwrap());
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(h.p("var/lib/ds01/install.json")).unwrap()).unwrap();
+    assert_eq!(manifest["front_door"], true);
+
+    let again = install(&[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(stdout(&again).trim(), "nothing to change");
+
+    // What `systemctl enable --now ds01-front-door.socket` leaves.
+    fs::create_dir_all(h.p("etc/systemd/system/sockets.target.wants")).unwrap();
+    std::os::unix::fs::symlink(
+        h.p("etc/systemd/system/ds01-front-door.socket"),
+        h.p("etc/systemd/system/sockets.target.wants/ds01-front-door.socket"),
+    )
+    .unwrap();
+    let u = h.ctl(&["uninstall"]);
+    assert!(u.status.success(), "{}", stderr(&u));
+    let out = stdout(&u);
+    assert!(
+        out.contains(
+            "To apply it, run:\n  systemctl stop ds01-front-door.socket ds01-front-door.service\n  systemctl daemon-reload\n  systemctl restart docker.socket docker.service\n"
+        ),
+        "{out}"
+    );
+    let mut after = tree(h.tmp.path());
+    // The wants folder systemctl made is not install's to remove; its link is.
+    assert_eq!(after.remove("etc/systemd/system/sockets.target.wants").map(|e| e.0), Some('d'));
+    assert_eq!(after, before, "uninstall puts every file back as it was, byte for byte");
+    let back: Value = serde_json::from_str(&h.daemon()).unwrap();
+    let orig: Value = serde_json::from_str(ORIGINAL).unwrap();
+    assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&orig).unwrap());
+}
+
+#[test]
+fn front_door_install_is_refused_while_dockerd_listens_where_users_reach() {
+    let h = Host::new("doorno");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/systemd");
+    fs::create_dir_all(h.p("lib/systemd/system")).unwrap();
+    for unit in ["docker.service", "docker.socket"] {
+        fs::copy(fixtures.join(unit), h.p("lib/systemd/system").join(unit)).unwrap();
+    }
+    fs::create_dir_all(h.p("etc/docker")).unwrap();
+    let daemon = "{\"hosts\": [\"unix:///var/run/docker.sock\"]}\n";
+    fs::write(h.p("etc/docker/daemon.json"), daemon).unwrap();
+    let before = tree(h.tmp.path());
+    let o = h.ctl(&[
+        "install",
+        "--front-door",
+        "--unit-dir",
+        h.p("etc/systemd/system").to_str().unwrap(),
+        "--vendor-unit-dir",
+        h.p("lib/systemd/system").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("daemon.json \"hosts\" lists unix:///var/run/docker.sock (a socket dockerd makes at /var/run/docker.sock for group docker): remove it from \"hosts\""),
+        "{e}"
+    );
+    assert_eq!(tree(h.tmp.path()), before, "nothing written");
+    assert_eq!(h.daemon(), daemon);
+
+    // Without Docker's units there is nothing to move.
+    fs::write(h.p("etc/docker/daemon.json"), "{}\n").unwrap();
+    fs::remove_file(h.p("lib/systemd/system/docker.socket")).unwrap();
+    let o = h.ctl(&[
+        "install",
+        "--front-door",
+        "--unit-dir",
+        h.p("etc/systemd/system").to_str().unwrap(),
+        "--vendor-unit-dir",
+        h.p("lib/systemd/system").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("no docker.socket in "), "{}", stderr(&o));
+}

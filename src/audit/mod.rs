@@ -52,6 +52,8 @@ pub enum Kind {
     Restore,
     /// A GPU request refused (beside the refused create's own line).
     GpuReject,
+    /// A Docker API request the front door refused (the caller, the request, why).
+    Request,
 }
 
 impl Kind {
@@ -70,6 +72,7 @@ impl Kind {
             Kind::Exec => "exec",
             Kind::Restore => "restore",
             Kind::GpuReject => "gpu_reject",
+            Kind::Request => "request",
         }
     }
 
@@ -92,6 +95,7 @@ impl Kind {
             Kind::Update => "container.update",
             Kind::Exec => "container.exec",
             Kind::Restore => "container.restore",
+            Kind::Request => "docker.request_refused",
         }
     }
 }
@@ -240,7 +244,7 @@ struct Details<'a> {
     outcome: &'a str,
 }
 
-const KINDS: [Kind; 12] = [
+const KINDS: [Kind; 13] = [
     Kind::Create,
     Kind::Start,
     Kind::Kill,
@@ -253,6 +257,7 @@ const KINDS: [Kind; 12] = [
     Kind::Exec,
     Kind::Restore,
     Kind::GpuReject,
+    Kind::Request,
 ];
 
 /// Appends lines to the audit log: one `write` under an exclusive flock, the file opened by

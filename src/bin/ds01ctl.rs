@@ -36,6 +36,7 @@ enum Command {
     ///   ds01ctl install --dry-run            # show the daemon.json diff, change nothing
     ///   ds01ctl install --default            # also make ds01 Docker's default runtime
     ///   ds01ctl install --default --interpose  # and catch `--runtime runc` too
+    ///   ds01ctl install --front-door         # users reach dockerd only through ds01-front-door
     #[command(verbatim_doc_comment)]
     Install {
         /// Binaries go to PREFIX/bin, the interposed runc to PREFIX/sbin.
@@ -66,6 +67,19 @@ enum Command {
         /// Directory of the built binaries to install (default: this ds01ctl's own directory).
         #[arg(long)]
         from: Option<PathBuf>,
+        /// Also install ds01-front-door on the socket users reach (front_door.listen) and move
+        /// dockerd's socket unit (docker.socket) to front_door.upstream, root's only. Refused
+        /// while dockerd would still listen where users reach it (daemon.json "hosts",
+        /// -H unix:// in docker.service).
+        #[arg(long)]
+        front_door: bool,
+        /// The admin's systemd unit directory: read, and where the units go (the front door's,
+        /// and the slices' when systemd runs).
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+        /// The packages' systemd unit directory (read only).
+        #[arg(long, default_value = "/lib/systemd/system")]
+        vendor_unit_dir: PathBuf,
     },
     /// Render the systemd slice units of every known user (systemd cgroup driver).
     ///
@@ -176,6 +190,9 @@ enum Command {
         /// Docker's daemon.json.
         #[arg(long, default_value = "/etc/docker/daemon.json")]
         daemon_json: PathBuf,
+        /// Where processes are listed, to find dockerd's sockets (tests point it elsewhere).
+        #[arg(long, default_value = "/proc", hide = true)]
+        proc_root: PathBuf,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     ///
@@ -192,7 +209,8 @@ enum Command {
     ///   ds01ctl man > /usr/local/share/man/man8/ds01ctl.8
     #[command(verbatim_doc_comment)]
     Man,
-    /// Reverse exactly what install did (daemon.json entries, files it created, the runc link).
+    /// Reverse exactly what install did (daemon.json entries, files it wrote, backups it kept of
+    /// the files they replaced, the runc link, the folders it made).
     ///
     /// Example:
     ///   ds01ctl uninstall --dry-run
@@ -216,8 +234,14 @@ fn print_report(r: &install::Report, dry_run: bool) {
     }
     if r.lines.is_empty() && r.diff.is_empty() {
         println!("nothing to change");
-    } else if r.daemon_changed && !dry_run {
+    } else if r.daemon_changed && !dry_run && r.apply.is_empty() {
         println!("Reload Docker to apply: {}", install::reload_hint());
+    }
+    if !r.apply.is_empty() {
+        println!("{}:", if dry_run { "Then, to apply it" } else { "To apply it, run" });
+        for c in &r.apply {
+            println!("  {c}");
+        }
     }
 }
 
@@ -308,11 +332,13 @@ fn run(cli: Cli) -> ds01::error::Result<()> {
             let (s, _) = load(&cli.config)?;
             print!("{}", explain::explain(&s, &path, user.as_deref(), id.as_deref())?);
         }
-        Command::Doctor { daemon_json } => {
+        Command::Doctor { daemon_json, proc_root } => {
             let inputs = doctor::Inputs {
                 settings: locate(&cli.config),
                 daemon_json,
                 systemd: std::path::Path::new("/run/systemd/system").exists(),
+                proc_root,
+                users: ds01::host::users::UserDb::system(),
             };
             let (text, good) = doctor::report(&doctor::run(&inputs));
             print!("{text}");
@@ -342,6 +368,9 @@ fn run(cli: Cli) -> ds01::error::Result<()> {
             interpose,
             dry_run,
             from,
+            front_door,
+            unit_dir,
+            vendor_unit_dir,
         } => {
             let source_dir = match from {
                 Some(d) => d,
@@ -361,6 +390,9 @@ fn run(cli: Cli) -> ds01::error::Result<()> {
                 interpose,
                 dry_run,
                 source_dir,
+                front_door,
+                unit_dir: unit_dir.clone(),
+                vendor_unit_dir,
             };
             let r = install::install(&o)?;
             print_report(&r, dry_run);
@@ -368,7 +400,7 @@ fn run(cli: Cli) -> ds01::error::Result<()> {
             if !dry_run && std::path::Path::new("/run/systemd/system").exists() {
                 return run(Cli {
                     config: Some(config),
-                    command: Command::Slices { apply: true, dir: "/etc/systemd/system".into() },
+                    command: Command::Slices { apply: true, dir: unit_dir },
                 });
             } else if !(dry_run || r.lines.is_empty() && r.diff.is_empty()) {
                 println!(

@@ -70,12 +70,15 @@ pub fn gather(host: &dyn Host, call: &Call, s: &Settings, ev: &mut Event) -> Res
     let engine = Engine::detect(&mut spec, &call.id, host.docker_meta(&s.docker_root, &call.id)?);
     describe_engine(ev, &engine, &spec);
     let build = engine.is_classic_build();
+    let cgroups_path = crate::spec::get(&spec, &["linux", "cgroupsPath"]).and_then(Value::as_str);
+    let verified = host.verified_owner(s, &call.id, cgroups_path)?;
     let clues = Clues {
         spec: &spec,
         engine: engine.meta(),
         kubernetes: Some(&s.kubernetes),
         pod: engine.pod(),
         build,
+        verified: verified.as_ref().map(|v| v.user.as_str()),
     };
     let mut owner = identity::resolve(&s.identity, &policy, &clues, &|n| host.to_login(n))?;
     if engine.pod().is_some() && s.kubernetes.placement == KubePlacement::Pod {

@@ -21,6 +21,7 @@ use crate::gpu::Gpu;
 use crate::host::cgroups::{self, SliceLimits, Tree};
 use crate::naming::Placement;
 use crate::owner::docker::{self, DockerMeta};
+use crate::owner::verified::{self, Verified};
 use crate::policy::settings::Settings;
 use crate::policy::Policy;
 
@@ -37,6 +38,14 @@ pub trait Host {
     fn load_policy(&self, settings: &Settings) -> Result<Policy>;
     /// Docker's metadata of container `id`, if Docker made it.
     fn docker_meta(&self, docker_root: &Path, id: &str) -> Result<Option<DockerMeta>>;
+    /// The owner the front door verified for container `id`, or for the build whose token is in
+    /// `cgroups_path` ([`crate::owner::verified`]).
+    fn verified_owner(
+        &self,
+        settings: &Settings,
+        id: &str,
+        cgroups_path: Option<&str>,
+    ) -> Result<Option<Verified>>;
     /// A user named by login or uid, as a login (may ask NSS).
     fn to_login(&self, named: &str) -> Result<String>;
     /// Whether `user` is an admin (may ask the group database).
@@ -85,6 +94,16 @@ impl Host for System<'_> {
     }
     fn docker_meta(&self, docker_root: &Path, id: &str) -> Result<Option<DockerMeta>> {
         docker::load(docker_root, id)
+    }
+    fn verified_owner(&self, s: &Settings, id: &str, cgroups_path: Option<&str>) -> Result<Option<Verified>> {
+        let dir = &s.front_door.verified_dir;
+        if let Some(v) = verified::read(dir, id)? {
+            return Ok(Some(v));
+        }
+        match cgroups_path.and_then(verified::build_token) {
+            Some(token) => verified::read(dir, &verified::build_key(token)),
+            None => Ok(None),
+        }
     }
     fn to_login(&self, named: &str) -> Result<String> {
         crate::host::users::to_login(named)
@@ -158,6 +177,9 @@ impl Host for DryRun<'_> {
     }
     fn docker_meta(&self, docker_root: &Path, id: &str) -> Result<Option<DockerMeta>> {
         self.system.docker_meta(docker_root, id)
+    }
+    fn verified_owner(&self, s: &Settings, id: &str, cgroups_path: Option<&str>) -> Result<Option<Verified>> {
+        self.system.verified_owner(s, id, cgroups_path)
     }
     fn to_login(&self, named: &str) -> Result<String> {
         self.system.to_login(named)
@@ -236,6 +258,8 @@ pub struct Memory {
     pub carry: bool,
     /// How often the pipeline asked whether someone is an admin.
     pub admin_lookups: std::cell::Cell<u32>,
+    /// The owner the front door verified.
+    pub verified: Option<Verified>,
 }
 
 impl Memory {
@@ -257,6 +281,7 @@ impl Memory {
             fail_write: false,
             carry: true,
             admin_lookups: std::cell::Cell::new(0),
+            verified: None,
         }
     }
 }
@@ -284,6 +309,9 @@ impl Host for Memory {
     }
     fn docker_meta(&self, _: &Path, _: &str) -> Result<Option<DockerMeta>> {
         Ok(self.docker.clone())
+    }
+    fn verified_owner(&self, _: &Settings, _: &str, _: Option<&str>) -> Result<Option<Verified>> {
+        Ok(self.verified.clone())
     }
     fn to_login(&self, named: &str) -> Result<String> {
         // Every name is a login here; uids are the user database's (tests/runc_* use it).

@@ -149,3 +149,38 @@ fn a_plan_is_the_same_pipeline_and_commits_nothing() {
     assert!(p.notes.iter().any(|n| n.path == "linux.cgroupsPath"), "{:?}", p.notes);
     assert!(h.written.borrow().is_none() && h.recorded.borrow().is_empty() && h.slices.borrow().is_empty());
 }
+
+#[test]
+fn a_verified_owner_decides_over_the_claim_and_may_be_trusted_for_admin() {
+    use crate::owner::verified::Verified;
+    use crate::policy::settings::Source;
+    // The creator claims boss (an admin); the front door verified alice.
+    let mut h = host(json!({"ds01.user": "boss"}), 0);
+    h.verified = Some(Verified { user: "alice".into(), uid: 1001, by: None });
+    let (r, ev) = create(&h, "c1");
+    r.unwrap();
+    let spec = h.written.borrow().clone().expect("config.json written");
+    assert_eq!(spec["annotations"]["ds01.user"], "alice");
+    assert_eq!(spec["annotations"]["ds01.identity-source"], "verified");
+    assert_eq!(ev.identity_source.as_deref(), Some("verified"));
+    // The verified boss, trusted for admin, may add a capability; the claimed one may not.
+    let caps = |h: &mut Memory| {
+        let mut spec: Value = serde_json::from_slice(&h.config).unwrap();
+        spec["process"]["capabilities"]["bounding"].as_array_mut().unwrap().push("CAP_SYS_ADMIN".into());
+        spec["process"]["capabilities"]["effective"].as_array_mut().unwrap().push("CAP_SYS_ADMIN".into());
+        h.config = serde_json::to_vec(&spec).unwrap();
+    };
+    let mut s = Settings::default();
+    s.identity.trusted_for_admin = vec![Source::Verified];
+    let run_as = |h: &Memory| {
+        let mut ev = Event::new(AuditKind::Create, std::time::SystemTime::UNIX_EPOCH, "allowed");
+        run(h, &call("c2"), &s, &mut ev)
+    };
+    let mut claimed = host(json!({"ds01.user": "boss"}), 0);
+    caps(&mut claimed);
+    assert!(run_as(&claimed).unwrap_err().to_string().contains("SYS_ADMIN"));
+    let mut verified = host(json!({}), 0);
+    caps(&mut verified);
+    verified.verified = Some(Verified { user: "boss".into(), uid: 1002, by: None });
+    run_as(&verified).unwrap();
+}

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::ctl::socket_reach;
 use crate::host::exec::resolve_runtime;
+use crate::host::users::UserDb;
 use crate::policy::settings::{Located, Settings};
 use crate::policy::Policy;
 
@@ -38,6 +40,10 @@ pub struct Inputs {
     pub daemon_json: PathBuf,
     /// Whether systemd runs this host (decides the expected cgroup driver).
     pub systemd: bool,
+    /// Where processes are listed (/proc), to find dockerd's sockets.
+    pub proc_root: PathBuf,
+    /// The user database, to say who is in a socket's group.
+    pub users: UserDb,
 }
 
 fn ok(s: impl Into<String>) -> Verdict {
@@ -82,6 +88,7 @@ pub fn run(i: &Inputs) -> Vec<Check> {
     let daemon = read_daemon(&i.daemon_json);
     push("daemon.json registration", registration_check(&i.daemon_json, &daemon));
     push("cgroup driver", driver_check(&daemon, policy.as_ref(), i.systemd));
+    push(DOCKERD_SOCKET, dockerd_socket_check(&i.proc_root, &i.users));
     push(
         "NVML",
         match crate::gpu::nvml::query(settings.gpu.nvml_library.as_ref()) {
@@ -141,6 +148,63 @@ fn coverage_check(path: &Path, policy: &Policy) -> Check {
         ),
         detail: crate::policy::coverage::render(&shown, "      "),
     }
+}
+
+/// The name of the check that no user reaches dockerd's own socket.
+pub const DOCKERD_SOCKET: &str = "dockerd socket";
+
+/// Fails when anyone but root can connect to a unix socket dockerd listens on: that caller
+/// would reach Docker past the front door (and past any check of who they are).
+pub fn dockerd_socket_check(proc_root: &Path, users: &UserDb) -> Verdict {
+    let found = match socket_reach::listening(proc_root, "dockerd") {
+        Ok(f) => f,
+        Err(e) => return warn(e.to_string(), "run ds01ctl doctor as root on the Docker host"),
+    };
+    if found.processes == 0 {
+        return warn(
+            "no dockerd is running: its sockets were not checked",
+            "run ds01ctl doctor while Docker runs",
+        );
+    }
+    if found.paths.is_empty() && !found.unreadable.is_empty() {
+        return warn(
+            format!("cannot read dockerd's open files ({})", found.unreadable.join("; ")),
+            "run ds01ctl doctor as root",
+        );
+    }
+    let (mut reached, mut closed, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+    for p in &found.paths {
+        match socket_reach::reachers(p, users) {
+            Ok(r) if r.is_empty() => closed.push(p.display().to_string()),
+            Ok(r) => {
+                let who: Vec<String> = r.iter().map(ToString::to_string).collect();
+                reached.push(format!(
+                    "dockerd's socket {} can be reached by {}",
+                    p.display(),
+                    who.join(" and ")
+                ));
+            }
+            // Unlinked since it was bound: nobody reaches it by that path.
+            Err(_) if std::fs::symlink_metadata(p).is_err() => {}
+            Err(e) => unknown.push(e.to_string()),
+        }
+    }
+    if !reached.is_empty() {
+        return fail(
+            format!("{}: users bypass the front door", reached.join("; ")),
+            "ds01ctl install --front-door, or make the socket root-only",
+        );
+    }
+    if !unknown.is_empty() {
+        return warn(unknown.join("; "), "run ds01ctl doctor as root");
+    }
+    if found.paths.is_empty() {
+        return ok("dockerd listens on no unix socket");
+    }
+    if closed.is_empty() {
+        return ok("dockerd's unix sockets have been unlinked: nobody reaches them by path");
+    }
+    ok(format!("only root can reach dockerd's socket(s): {}", closed.join(", ")))
 }
 
 fn cdi_check(dirs: &[std::path::PathBuf]) -> Verdict {
@@ -312,4 +376,55 @@ pub fn report(checks: &[Check]) -> (String, bool) {
         s.push_str(&format!("\n{}:\n{}", c.name, c.detail));
     }
     (s, good)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_dockerd_socket_users_reach_fails_the_check() {
+        let d = std::env::temp_dir().join(format!("ds01-doctor-sock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("proc/77/fd")).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(d.join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        std::fs::write(d.join("group"), "root:x:0:\n").unwrap();
+        let users = UserDb { passwd: d.join("passwd"), group: d.join("group"), getent: None };
+        let proc_root = d.join("proc");
+        let check = || dockerd_socket_check(&proc_root, &users);
+        assert!(matches!(check(), Verdict::Warn(m, _) if m.starts_with("no dockerd is running")));
+
+        let sock = d.join("api.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        std::fs::write(proc_root.join("77/comm"), "dockerd\n").unwrap();
+        std::os::unix::fs::symlink("socket:[31337]", proc_root.join("77/fd/5")).unwrap();
+        std::fs::create_dir_all(proc_root.join("77/net")).unwrap();
+        std::fs::write(
+            proc_root.join("77/net/unix"),
+            format!(
+                "Num       RefCount Protocol Flags    Type St Inode Path\n\
+                 0000000000000000: 00000002 00000000 00010000 0001 01 31337 {}\n",
+                sock.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let Verdict::Fail(m, fix) = check() else { panic!("{:?}", check()) };
+        // Run by a user other than root, the socket is also its owner's to reach.
+        assert!(m.starts_with(&format!("dockerd's socket {} can be reached by ", sock.display())), "{m}");
+        assert!(m.ends_with("every user: users bypass the front door"), "{m}");
+        assert_eq!(fix, "ds01ctl install --front-door, or make the socket root-only");
+        if nix::unistd::geteuid().is_root() {
+            std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+            assert_eq!(
+                check(),
+                Verdict::Ok(format!("only root can reach dockerd's socket(s): {}", sock.display()))
+            );
+        }
+        std::fs::remove_file(&sock).unwrap();
+        assert!(matches!(check(), Verdict::Ok(m) if m.contains("unlinked")));
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

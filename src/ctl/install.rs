@@ -1,6 +1,7 @@
 //! `ds01ctl install` / `uninstall`: put the binaries and default settings in place, merge the
 //! runtime into daemon.json (backup first, every other key kept), optionally interpose the shim
-//! as `runc`, and record exactly what was done so that uninstall reverses exactly that.
+//! as `runc`, optionally put the front door in place (`ctl::front_door`: its binary and
+//! systemd units), and record exactly what was done so that uninstall reverses exactly that.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -10,6 +11,7 @@ use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::ctl::front_door;
 use crate::error::{Context, Error, Result};
 use crate::host::fs::write_atomic;
 
@@ -66,6 +68,13 @@ pub struct Options {
     pub dry_run: bool,
     /// Directory holding the built binaries to install.
     pub source_dir: PathBuf,
+    /// Also put the front door in place: its binary, its socket and service units, and
+    /// docker.socket moved to the root-only upstream socket.
+    pub front_door: bool,
+    /// The admin's systemd units (/etc/systemd/system): read, and where the front door's go.
+    pub unit_dir: PathBuf,
+    /// The packages' systemd units (/lib/systemd/system), read only.
+    pub vendor_unit_dir: PathBuf,
 }
 
 /// One file install created, with the hash of what it wrote.
@@ -75,6 +84,9 @@ pub struct InstalledFile {
     pub path: PathBuf,
     /// MD5 of the content written (to leave files the admin has edited since).
     pub md5: String,
+    /// Where the file that was there before install is kept (uninstall puts it back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<PathBuf>,
 }
 
 /// What install did, kept in `<state_dir>/install.json`.
@@ -94,10 +106,16 @@ pub struct Manifest {
     pub set_default: bool,
     /// default-runtime before install (None: absent).
     pub previous_default: Option<Value>,
-    /// Files created (never ones that existed already).
+    /// Files written: created, or (binaries, and units with a backup) replaced.
     pub files: Vec<InstalledFile>,
     /// The interposed `runc` link, if any.
     pub interpose_link: Option<PathBuf>,
+    /// Directories install created, parents first (uninstall removes them when empty).
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
+    /// Whether install put the front door's units in place.
+    #[serde(default)]
+    pub front_door: bool,
 }
 
 /// What install or uninstall did or would do, for the admin to read.
@@ -109,6 +127,8 @@ pub struct Report {
     pub diff: String,
     /// Whether daemon.json changed (Docker must reload).
     pub daemon_changed: bool,
+    /// Commands the admin runs next to apply the change (the front door's units), in order.
+    pub apply: Vec<&'static str>,
 }
 
 fn md5_hex(bytes: &[u8]) -> String {
@@ -148,18 +168,23 @@ pub fn unified_diff(old: &str, new: &str, path: &Path) -> String {
     similar::TextDiff::from_lines(old, new).unified_diff().header(&shown, &shown).to_string()
 }
 
+/// `<path>.ds01-backup-<seconds since the epoch>`.
+fn backup_path(path: &Path) -> PathBuf {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    path.with_file_name(format!(
+        "{}.ds01-backup-{stamp}",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ))
+}
+
 /// Writes daemon.json after a timestamped backup of the current file.
 fn write_daemon_json(path: &Path, old: Option<&str>, new: &str) -> Result<Option<PathBuf>> {
     let mut backup = None;
     if let Some(old) = old {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let b = path.with_file_name(format!(
-            "{}.ds01-backup-{stamp}",
-            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-        ));
+        let b = backup_path(path);
         write_atomic(&b, old.as_bytes(), 0o644, None)?;
         backup = Some(b);
     }
@@ -189,18 +214,24 @@ pub fn install(o: &Options) -> Result<Report> {
         },
     };
 
-    // Files: binaries (replaced when they differ), default settings (only when absent).
+    // The front door's units, decided (or refused) before anything is written.
     let bin_dir = o.prefix.join("bin");
-    for b in BINARIES {
+    let units = if o.front_door { front_door_units(o, &bin_dir, &map)? } else { Vec::new() };
+
+    // Files: binaries (replaced when they differ), default settings (only when absent).
+    let front_door_bin = o.front_door.then_some(front_door::BINARY);
+    let mut door_bin_changed = false;
+    for b in BINARIES.iter().chain(front_door_bin.as_ref()) {
         let src = o.source_dir.join(b);
         let dst = bin_dir.join(b);
         let bytes = fs::read(&src).context(format_args!("cannot read built binary {}", src.display()))?;
         if fs::read(&dst).ok().as_deref() == Some(&bytes[..]) {
             continue;
         }
+        door_bin_changed |= *b == front_door::BINARY;
         report.lines.push(format!("install {}", dst.display()));
         if !o.dry_run {
-            fs::create_dir_all(&bin_dir).context(format_args!("cannot create {}", bin_dir.display()))?;
+            make_dir(&mut manifest, &bin_dir)?;
             write_atomic(&dst, &bytes, 0o755, None)?;
             record(&mut manifest, &dst, &bytes);
         }
@@ -213,7 +244,7 @@ pub fn install(o: &Options) -> Result<Report> {
         report.lines.push(format!("install {} (default)", dst.display()));
         if !o.dry_run {
             if let Some(dir) = dst.parent() {
-                fs::create_dir_all(dir).context(format_args!("cannot create {}", dir.display()))?;
+                make_dir(&mut manifest, dir)?;
             }
             write_atomic(&dst, text.as_bytes(), 0o644, None)?;
             record(&mut manifest, &dst, text.as_bytes());
@@ -237,14 +268,24 @@ pub fn install(o: &Options) -> Result<Report> {
                     target.display()
                 ));
                 if !o.dry_run {
-                    let dir = o.prefix.join("sbin");
-                    fs::create_dir_all(&dir).context(format_args!("cannot create {}", dir.display()))?;
+                    make_dir(&mut manifest, &o.prefix.join("sbin"))?;
                     std::os::unix::fs::symlink(&target, &link)
                         .context(format_args!("cannot create {}", link.display()))?;
                     manifest.interpose_link = Some(link.clone());
                 }
             }
         }
+    }
+
+    let mut unit_changed = false;
+    for (path, text) in &units {
+        unit_changed |= place(&mut manifest, &mut report, path, text.as_bytes(), o.dry_run)?;
+    }
+    if unit_changed {
+        manifest.front_door |= !o.dry_run;
+        report.apply.extend(front_door::APPLY);
+    } else if door_bin_changed && manifest.front_door {
+        report.apply.push(front_door::RESTART);
     }
 
     // daemon.json: runtimes.<name>, and default-runtime with --default.
@@ -281,10 +322,13 @@ pub fn install(o: &Options) -> Result<Report> {
     let changed = old_text.as_deref().map(|t| serde_json::from_str::<Value>(t).ok())
         != Some(Some(Value::Object(map.clone())));
     if changed {
-        report.diff = unified_diff(&old_cmp, &new_text, &o.daemon_json);
+        report.diff.insert_str(0, &unified_diff(&old_cmp, &new_text, &o.daemon_json));
         report.daemon_changed = true;
         report.lines.extend(note);
         if !o.dry_run {
+            if let Some(dir) = o.daemon_json.parent() {
+                make_dir(&mut manifest, dir)?;
+            }
             if let Some(b) = write_daemon_json(&o.daemon_json, old_text.as_deref(), &new_text)? {
                 report.lines.push(format!("backup {}", b.display()));
             }
@@ -292,7 +336,7 @@ pub fn install(o: &Options) -> Result<Report> {
         }
     }
     if !o.dry_run {
-        fs::create_dir_all(&o.state_dir).context(format_args!("cannot create {}", o.state_dir.display()))?;
+        make_dir(&mut manifest, &o.state_dir)?;
         let bytes = serde_json::to_vec_pretty(&manifest).context("cannot serialize install manifest")?;
         write_atomic(&mpath, &bytes, 0o644, None)?;
     }
@@ -300,8 +344,101 @@ pub fn install(o: &Options) -> Result<Report> {
 }
 
 fn record(m: &mut Manifest, path: &Path, bytes: &[u8]) {
+    let backup = m.files.iter().find(|f| f.path == path).and_then(|f| f.backup.clone());
     m.files.retain(|f| f.path != path);
-    m.files.push(InstalledFile { path: path.to_path_buf(), md5: md5_hex(bytes) });
+    m.files.push(InstalledFile { path: path.to_path_buf(), md5: md5_hex(bytes), backup });
+}
+
+/// Creates `dir` and the parents it lacks, recording each one made.
+fn make_dir(m: &mut Manifest, dir: &Path) -> Result<()> {
+    let missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    fs::create_dir_all(dir).context(format_args!("cannot create {}", dir.display()))?;
+    for d in missing.into_iter().rev() {
+        if !m.dirs.contains(&d) {
+            m.dirs.push(d);
+        }
+    }
+    Ok(())
+}
+
+/// Puts `bytes` at `path` unless it holds them already; returns whether it changed. A file
+/// that is not install's own, unchanged since, is kept first as `<path>.ds01-backup-<time>`
+/// (the one from before the first install is what uninstall restores).
+fn place(m: &mut Manifest, r: &mut Report, path: &Path, bytes: &[u8], dry_run: bool) -> Result<bool> {
+    let current = match fs::read(path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::failed(format!("cannot read {}: {e}", path.display()))),
+    };
+    if current.as_deref() == Some(bytes) {
+        return Ok(false);
+    }
+    let old_text = current.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+    r.diff.push_str(&unified_diff(&old_text, &String::from_utf8_lossy(bytes), path));
+    let ours = m.files.iter().find(|f| f.path == path);
+    let keep = match &current {
+        Some(b) if ours.is_none_or(|f| f.md5 != md5_hex(b)) => Some(backup_path(path)),
+        _ => None,
+    };
+    r.lines.push(match (&current, &keep) {
+        (None, _) => format!("install {}", path.display()),
+        (Some(_), Some(b)) => format!("replace {} (kept as {})", path.display(), b.display()),
+        (Some(_), None) => format!("update {}", path.display()),
+    });
+    if dry_run {
+        return Ok(true);
+    }
+    if let (Some(old), Some(b)) = (&current, &keep) {
+        let mode = fs::metadata(path).map(|md| md.permissions().mode() & 0o7777).unwrap_or(0o644);
+        write_atomic(b, old, mode, None)?;
+    }
+    if let Some(dir) = path.parent() {
+        make_dir(m, dir)?;
+    }
+    write_atomic(path, bytes, 0o644, None)?;
+    record(m, path, bytes);
+    if let Some(b) = keep {
+        if let Some(f) = m.files.iter_mut().find(|f| f.path == path) {
+            f.backup.get_or_insert(b);
+        }
+    }
+    Ok(true)
+}
+
+/// The front door's units for this install (refused when Docker would still listen where
+/// users reach it), read against the settings install leaves in `config_dir`.
+fn front_door_units(
+    o: &Options,
+    bin_dir: &Path,
+    daemon: &Map<String, Value>,
+) -> Result<Vec<(PathBuf, String)>> {
+    let file = o.config_dir.join("runtime.yaml");
+    let text = match fs::read_to_string(&file) {
+        Ok(t) => t,
+        // Not there yet: install puts the default there.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => DEFAULT_FILES
+            .iter()
+            .find(|(rel, _)| *rel == "runtime.yaml")
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default(),
+        Err(e) => return Err(Error::failed(format!("cannot read settings file {}: {e}", file.display()))),
+    };
+    let settings = crate::policy::settings::Settings::parse(&text, &file)?;
+    let dirs = front_door::UnitDirs { admin: o.unit_dir.clone(), vendor: o.vendor_unit_dir.clone() };
+    front_door::plan(
+        &dirs,
+        &front_door::Inputs {
+            settings: &settings.front_door,
+            settings_file: &file,
+            binary: &bin_dir.join(front_door::BINARY),
+            daemon,
+            daemon_json: &o.daemon_json,
+        },
+    )
 }
 
 /// Reverses exactly what install recorded: daemon.json entries restored, created files removed
@@ -362,20 +499,55 @@ pub fn uninstall(state_dir: &Path, dry_run: bool) -> Result<Report> {
             let _ = fs::remove_file(link);
         }
     }
+    let mut removed = Vec::new();
     for f in &m.files {
-        match fs::read(&f.path) {
-            Ok(b) if md5_hex(&b) == f.md5 => {
+        // A file gone since is as good as unchanged: its backup goes back.
+        let unchanged = fs::read(&f.path).map_or(true, |b| md5_hex(&b) == f.md5);
+        match (&f.backup, unchanged) {
+            (Some(b), true) => {
+                report.lines.push(format!("restore {} (from {})", f.path.display(), b.display()));
+                if !dry_run {
+                    fs::rename(b, &f.path).context(format_args!("cannot restore {}", f.path.display()))?;
+                }
+            }
+            (None, true) if f.path.symlink_metadata().is_ok() => {
                 report.lines.push(format!("remove {}", f.path.display()));
                 if !dry_run {
                     fs::remove_file(&f.path).context(format_args!("cannot remove {}", f.path.display()))?;
                 }
+                removed.push(&f.path);
             }
-            Ok(_) => report.lines.push(format!("keep {} (edited since install)", f.path.display())),
-            Err(_) => {}
+            (None, true) => {}
+            (Some(b), false) => report.lines.push(format!(
+                "keep {} (edited since install; what was there before is in {})",
+                f.path.display(),
+                b.display()
+            )),
+            (None, false) => report.lines.push(format!("keep {} (edited since install)", f.path.display())),
         }
+    }
+    if m.front_door {
+        // `systemctl enable` linked the socket unit; with the unit gone the link would dangle.
+        if let Some(unit) = removed.iter().find(|p| p.ends_with(front_door::SOCKET_UNIT)) {
+            let wants = unit.with_file_name("sockets.target.wants").join(front_door::SOCKET_UNIT);
+            if fs::read_link(&wants).is_ok_and(|t| t == **unit) {
+                report.lines.push(format!("remove {} (systemctl enable made it)", wants.display()));
+                if !dry_run {
+                    fs::remove_file(&wants).context(format_args!("cannot remove {}", wants.display()))?;
+                }
+            }
+        }
+        report.apply.extend(front_door::UNAPPLY);
     }
     if !dry_run {
         fs::remove_file(&mpath).context(format_args!("cannot remove {}", mpath.display()))?;
+    }
+    for d in m.dirs.iter().rev() {
+        if dry_run {
+            report.lines.push(format!("remove {} (install created it), if empty by then", d.display()));
+        } else if fs::remove_dir(d).is_ok() {
+            report.lines.push(format!("remove {} (install created it)", d.display()));
+        }
     }
     Ok(report)
 }

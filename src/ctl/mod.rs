@@ -2,7 +2,10 @@
 
 pub mod doctor;
 pub mod explain;
+pub mod front_door;
 pub mod gpus;
 pub mod install;
 pub mod limits;
 pub mod slice_units;
+pub mod socket_reach;
+pub mod systemd_unit;

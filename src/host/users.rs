@@ -77,6 +77,13 @@ impl UserDb {
         Ok(self.account(user)?.is_some_and(|a| a.gid == g.gid))
     }
 
+    /// The users whose primary group is `gid`, from the passwd file only (enumerating NSS could
+    /// mean a whole directory service; its users are rarely in a local group by gid).
+    pub fn primary_members(&self, gid: u32) -> Vec<Account> {
+        let text = std::fs::read_to_string(&self.passwd).unwrap_or_default();
+        text.lines().filter_map(parse_account).filter(|a| a.gid == gid).collect()
+    }
+
     /// `getent <db> <key>`: Some(line), None when the key is unknown (exit status 2).
     fn getent(&self, db: &str, key: &str) -> Result<Option<String>> {
         let Some(program) = &self.getent else { return Ok(None) };
@@ -178,6 +185,9 @@ mod tests {
         assert!(!db.is_member("bob", "ds01-admin").unwrap());
         assert!(!db.is_member("alice", "no-such-group").unwrap());
         assert_eq!(db.group("900").unwrap().unwrap().name, "ds01-admin");
+        let primary: Vec<String> = db.primary_members(500).into_iter().map(|a| a.name).collect();
+        assert_eq!(primary, ["bob"]);
+        assert!(db.primary_members(4242).is_empty());
         let _ = std::fs::remove_dir_all(&d);
     }
 

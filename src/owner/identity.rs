@@ -40,6 +40,8 @@ pub struct Clues<'a> {
     /// A build container (Docker's classic builder): with no owner named, it goes to the
     /// build slice instead of being refused.
     pub build: bool,
+    /// The owner the front door verified ([`crate::owner::verified`]), when it made the container.
+    pub verified: Option<&'a str>,
 }
 
 impl Clues<'_> {
@@ -106,6 +108,7 @@ pub fn claims(source: Source, clues: &Clues) -> Vec<(String, String)> {
         })),
         Source::HomeMount => one(home_mount_user(clues.spec)),
         Source::Kubernetes => one(clues.namespace_owner().and_then(|o| nonempty(&o.user))),
+        Source::Verified => one(clues.verified.and_then(nonempty)),
     }
 }
 
@@ -158,7 +161,12 @@ pub fn resolve(
     to_login: &dyn Fn(&str) -> Result<String>,
 ) -> Result<Owner> {
     let mut found: Option<(Source, String, String)> = None;
-    for &source in &settings.order {
+    if let Some(user) = clues.verified {
+        // The caller the kernel named: what the creator claimed is not asked.
+        found = Some((Source::Verified, "verified".to_owned(), to_login(user)?));
+    }
+    let asked: &[Source] = if found.is_some() { &[] } else { &settings.order };
+    for &source in asked {
         for (said_by, raw) in claims(source, clues) {
             let user = to_login(&raw).map_err(|e| e.context(format_args!("owner from {said_by}")))?;
             match &found {
@@ -230,7 +238,7 @@ mod tests {
         let o = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false },
+            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false, verified: None },
             &same,
         )
         .unwrap();
@@ -241,13 +249,31 @@ mod tests {
     }
 
     #[test]
+    fn a_verified_owner_wins_over_every_claim() {
+        let spec = json!({"annotations": {"ds01.user": "prof"}});
+        let meta = EngineMeta { name: Some("x._.prof".into()), ..Default::default() };
+        let clues = Clues {
+            spec: &spec,
+            engine: Some(&meta),
+            kubernetes: None,
+            pod: None,
+            build: true,
+            verified: Some("rita"),
+        };
+        let o = resolve(&IdentitySettings::default(), &policy(), &clues, &same).unwrap();
+        assert_eq!(o.user.as_deref(), Some("rita"));
+        assert_eq!(o.source_name(), "verified");
+        assert_eq!(o.placement.leaf(), "ds01-researcher-rita.slice");
+    }
+
+    #[test]
     fn unattributed_refuses_or_places() {
         let spec = json!({});
         let mut s = IdentitySettings::default();
         let e = resolve(
             &s,
             &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false },
+            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false, verified: None },
             &same,
         )
         .unwrap_err();
@@ -257,7 +283,7 @@ mod tests {
         let o = resolve(
             &s,
             &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false },
+            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false, verified: None },
             &same,
         )
         .unwrap();
@@ -272,7 +298,7 @@ mod tests {
         let podman = resolve(
             &s,
             &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false },
+            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false, verified: None },
             &same,
         )
         .unwrap_err()
@@ -283,7 +309,14 @@ mod tests {
         let docker = resolve(
             &s,
             &policy(),
-            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None, pod: None, build: false },
+            &Clues {
+                spec: &spec,
+                engine: Some(&meta),
+                kubernetes: None,
+                pod: None,
+                build: false,
+                verified: None,
+            },
             &same,
         )
         .unwrap_err()
@@ -299,7 +332,14 @@ mod tests {
         let e = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None, pod: None, build: false },
+            &Clues {
+                spec: &spec,
+                engine: Some(&meta),
+                kubernetes: None,
+                pod: None,
+                build: false,
+                verified: None,
+            },
             &same,
         )
         .unwrap_err();
@@ -316,7 +356,14 @@ mod tests {
             labels.insert(k1.into(), json!("alice"));
             labels.insert(k2.into(), json!("bob"));
             let meta = EngineMeta { labels, ..Default::default() };
-            let clues = Clues { spec: &spec, engine: Some(&meta), kubernetes: None, pod: None, build: false };
+            let clues = Clues {
+                spec: &spec,
+                engine: Some(&meta),
+                kubernetes: None,
+                pod: None,
+                build: false,
+                verified: None,
+            };
             let e = resolve(&IdentitySettings::default(), &policy(), &clues, &same).unwrap_err();
             assert!(e.to_string().starts_with("owner conflict: label "), "{e}");
             assert!(e.to_string().contains("says alice") && e.to_string().contains("says bob"), "{e}");
@@ -325,18 +372,27 @@ mod tests {
         labels.insert("DS01_USER".into(), json!("alice"));
         labels.insert("ds01.user".into(), json!("alice"));
         let meta = EngineMeta { labels, ..Default::default() };
-        let clues = Clues { spec: &spec, engine: Some(&meta), kubernetes: None, pod: None, build: false };
+        let clues = Clues {
+            spec: &spec,
+            engine: Some(&meta),
+            kubernetes: None,
+            pod: None,
+            build: false,
+            verified: None,
+        };
         assert!(resolve(&IdentitySettings::default(), &policy(), &clues, &same).is_ok(), "same user twice");
     }
 
     #[test]
     fn a_build_container_without_an_owner_goes_to_the_build_slice() {
         let spec = json!({});
-        let clues = Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: true };
+        let clues =
+            Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: true, verified: None };
         let o = resolve(&IdentitySettings::default(), &policy(), &clues, &same).unwrap();
         assert_eq!((o.user, o.placement.leaf()), (None, "ds01-build.slice"));
         let spec = json!({"annotations": {"ds01.user": "rita"}});
-        let clues = Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: true };
+        let clues =
+            Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: true, verified: None };
         let o = resolve(&IdentitySettings::default(), &policy(), &clues, &same).unwrap();
         assert_eq!(o.placement.leaf(), "ds01-researcher-rita.slice", "an owner known: the owner's slice");
     }
@@ -350,7 +406,14 @@ mod tests {
         let o = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues { spec: &spec, engine: Some(&meta), kubernetes: None, pod: None, build: false },
+            &Clues {
+                spec: &spec,
+                engine: Some(&meta),
+                kubernetes: None,
+                pod: None,
+                build: false,
+                verified: None,
+            },
             &same,
         )
         .unwrap();
@@ -359,7 +422,14 @@ mod tests {
         assert_eq!(
             claim(
                 Source::HomeMount,
-                &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false }
+                &Clues {
+                    spec: &spec,
+                    engine: None,
+                    kubernetes: None,
+                    pod: None,
+                    build: false,
+                    verified: None
+                }
             )
             .as_deref(),
             Some("dave")
@@ -372,7 +442,7 @@ mod tests {
         let e = resolve(
             &IdentitySettings::default(),
             &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false },
+            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false, verified: None },
             &same,
         )
         .unwrap_err();

@@ -5,3 +5,4 @@ pub mod docker;
 pub mod engine;
 pub mod identity;
 pub mod kubernetes;
+pub mod verified;

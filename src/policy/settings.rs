@@ -45,6 +45,9 @@ pub fn locate(inv: &Invocation) -> Located {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
+    /// The front door's record: the caller the kernel named (`owner::verified`). Always asked
+    /// first, whatever `order` says, and it wins over every claimed source.
+    Verified,
     /// OCI annotation `ds01.user` (Podman, Docker 24+, Kubernetes).
     Annotation,
     /// Docker label `ds01.user` (or the older `DS01_USER`, `aime.mlc.USER`).
@@ -61,6 +64,7 @@ impl Source {
     /// The name recorded in the `ds01.identity-source` annotation.
     pub fn as_str(self) -> &'static str {
         match self {
+            Source::Verified => "verified",
             Source::Annotation => "annotation",
             Source::Label => "label",
             Source::Name => "name",

@@ -32,7 +32,32 @@ pub struct Dockerd {
     pub settings: PathBuf,
     pub data_root: PathBuf,
     pub exec_root: PathBuf,
+    path: String,
     child: Option<Child>,
+}
+
+fn spawn_dockerd(dir: &Path, path: &str, settings: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("dockerd.log")).unwrap();
+    let sock = dir.join("docker.sock");
+    Command::new("dockerd")
+        .arg("--data-root")
+        .arg(dir.join("data"))
+        .arg("--exec-root")
+        .arg(dir.join("exec"))
+        .arg("-H")
+        .arg(format!("unix://{}", sock.display()))
+        .arg("--pidfile")
+        .arg(dir.join("docker.pid"))
+        .arg("--config-file")
+        .arg(dir.join("daemon.json"))
+        .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+        .env("PATH", path)
+        .env("DS01_RUNTIME_CONFIG", settings)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start dockerd")
 }
 
 /// Root, docker.io, runc and busybox-static.
@@ -82,33 +107,15 @@ impl Dockerd {
             std::fs::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
             std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         }
-        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
         let sock = dir.join("docker.sock");
-        let child = Command::new("dockerd")
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("-H")
-            .arg(format!("unix://{}", sock.display()))
-            .arg("--pidfile")
-            .arg(dir.join("docker.pid"))
-            .arg("--config-file")
-            .arg(dir.join("daemon.json"))
-            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
-            .env("PATH", &path)
-            .env("DS01_RUNTIME_CONFIG", &settings)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start dockerd");
+        let child = spawn_dockerd(&dir, &path, &settings);
         let d = Dockerd {
             data_root: dir.join("data"),
             exec_root: dir.join("exec"),
             tmp,
             sock,
             settings,
+            path,
             child: Some(child),
         };
         let up = wait_for(60, || {
@@ -155,6 +162,25 @@ impl Dockerd {
         assert!(ok.success());
         let o = self.docker(&["import", tar.to_str().unwrap(), "ds01-busybox:test"]);
         assert!(o.status.success(), "docker import: {}", stderr(&o));
+    }
+
+    /// Stops dockerd (as a crash or an upgrade would), then starts it again and waits for it.
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, 20);
+        }
+        self.child = Some(spawn_dockerd(self.tmp.path(), &self.path, &self.settings));
+        let up = wait_for(60, || {
+            self.docker(&["info", "--format", "{{.ServerVersion}}"]).status.success().then_some(())
+        });
+        assert!(up.is_some(), "dockerd did not come back: {}", self.log());
+    }
+
+    /// Stops dockerd without starting it again.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, 20);
+        }
     }
 
     /// The log of the engine, for failure messages.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dockerd;
+pub mod front_door;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -56,9 +57,10 @@ pub fn which(name: &str) -> Option<PathBuf> {
 /// The shim as `ds01ctl install` installs it: the static musl binary, built by the ordinary
 /// `cargo build --target <arch>-unknown-linux-musl --bin ds01-runtime` with this test run's
 /// profile and target directory (once per test binary; a no-op when it is fresh), and staged
-/// with `ds01ctl` beside it, where the shim finds its NVML helper. Without the musl target
-/// installed: cargo's own glibc build of this run, with a warning (`tests/shim_binary.rs`
-/// fails on that in CI).
+/// with `ds01ctl` and `ds01-front-door` beside it (where the shim finds its NVML helper, and
+/// where `ds01ctl install --from` finds all three). Without the musl target installed: cargo's
+/// own glibc build of this run, with a warning (`tests/shim_binary.rs` fails on that in CI);
+/// the other two are beside it there too.
 pub fn shim() -> PathBuf {
     static SHIM: OnceLock<PathBuf> = OnceLock::new();
     SHIM.get_or_init(|| {
@@ -125,9 +127,10 @@ pub fn cargo_build_shim(triple: &str, envs: &[(&str, &str)]) -> Result<PathBuf, 
     Ok(target.join(triple).join(dir).join("ds01-runtime"))
 }
 
-/// `shim` hard-linked (else copied) into `<target>/tmp/ds01-<profile>/`, with a symlink to
-/// cargo's `ds01ctl` beside it, as `ds01ctl install` puts the two side by side. Each is put in
-/// place by a rename, so that test binaries running at once never see half of one.
+/// `shim` hard-linked (else copied) into `<target>/tmp/ds01-<profile>/`, with symlinks to
+/// cargo's `ds01ctl` and `ds01-front-door` beside it, as `ds01ctl install` puts them side by
+/// side. Each is put in place by a rename, so that test binaries running at once never see half
+/// of one.
 fn stage_beside_ds01ctl(shim: &Path) -> PathBuf {
     let (_, profile) = target_dir_and_profile();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("ds01-{profile}"));
@@ -142,12 +145,18 @@ fn stage_beside_ds01ctl(shim: &Path) -> PathBuf {
         std::fs::hard_link(shim, tmp).or_else(|_| std::fs::copy(shim, tmp).map(drop))
     });
     place("ds01ctl", &|tmp| std::os::unix::fs::symlink(ds01ctl(), tmp));
+    place("ds01-front-door", &|tmp| std::os::unix::fs::symlink(front_door_bin(), tmp));
     dir.join("ds01-runtime")
 }
 
 /// The admin tool built by cargo for this test run.
 pub fn ds01ctl() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ds01ctl"))
+}
+
+/// The front door built by cargo for this test run (the ordinary build of its bin).
+pub fn front_door_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ds01-front-door"))
 }
 
 /// A temp directory removed on drop.
@@ -216,8 +225,10 @@ pub fn settings(dir: &Path, extra: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime-config");
     std::fs::copy(root.join("resource-limits.yaml"), policy_dir.join("resource-limits.yaml")).unwrap();
     let path = dir.join("runtime.yaml");
+    // Never the machine's own /var/lib/ds01: the front door's records stay in the test's folder.
+    let door = if extra.contains("front_door:") { "" } else { "front_door:\n  verified_dir: verified\n" };
     let text = format!(
-        "low_level_runtime: runc\npolicy: policy/resource-limits.yaml\nstate_dir: state\naudit_log: log/events.jsonl\n{extra}"
+        "low_level_runtime: runc\npolicy: policy/resource-limits.yaml\nstate_dir: state\naudit_log: log/events.jsonl\n{door}{extra}"
     );
     std::fs::write(&path, text).unwrap();
     path

@@ -1,0 +1,654 @@
+//! The front door's server: one task a connection, the caller named by the kernel, each request
+//! judged by its [`Route`] and then passed to dockerd over the connection's own upstream
+//! connection. Bodies stream both ways frame by frame (never gathered, but for the small JSON of
+//! a create and its answer); upgraded connections (`attach`, `exec`, BuildKit's `/session` and
+//! `/grpc`) are spliced byte for byte once both sides have switched.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING, UPGRADE};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::Value;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Mutex, OnceCell};
+
+use super::caller::{self, Caller, PolicyCache};
+use super::create_body::{self, Creator};
+use super::filters;
+use super::route::{self, Act, Route};
+use crate::owner::identity::{LEGACY_USER_LABELS, USER_KEY};
+use crate::owner::verified::{self, Verified};
+use crate::policy::settings::{BuildKit, FrontDoorSettings};
+
+/// A body of either side: dockerd's streamed, or one the front door made.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// What every connection shares.
+pub struct Shared {
+    /// The settings' `front_door` section.
+    pub settings: FrontDoorSettings,
+    /// Where refusals are recorded (`audit_log`, `journal`).
+    pub audit: Option<crate::policy::settings::Settings>,
+    /// The policy, for who is an admin.
+    pub policy: PolicyCache,
+    /// Exec instances created through the front door: exec id → container id.
+    execs: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+/// Exec ids remembered before the map is emptied (each entry is about 200 bytes).
+const EXECS_KEPT: usize = 4096;
+
+impl Shared {
+    /// The state for `settings`, with the policy at `policy`; refusals are recorded in the
+    /// audit log of `audit` when given.
+    pub fn new(
+        settings: FrontDoorSettings,
+        policy: PathBuf,
+        audit: Option<crate::policy::settings::Settings>,
+    ) -> Shared {
+        Shared { settings, audit, policy: PolicyCache::new(policy), execs: Default::default() }
+    }
+}
+
+/// Accepts connections until the listener fails for good; each is served on its own task, so a
+/// connection that misbehaves costs only itself.
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, shared.clone()));
+            }
+            Err(e) => {
+                // Out of descriptors or memory: wait for connections to end rather than spin.
+                eprintln!("ds01-front-door: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One connection: who is calling, then HTTP/1 with upgrades.
+async fn connection(stream: UnixStream, shared: Arc<Shared>) {
+    let uid = match stream.peer_cred() {
+        Ok(c) => c.uid(),
+        Err(e) => {
+            eprintln!("ds01-front-door: no peer credentials: {e}");
+            return;
+        }
+    };
+    serve_io(stream, uid, shared).await;
+}
+
+/// Serves one connection whose caller the kernel named `uid` (public for the fuzz targets,
+/// which feed it arbitrary bytes).
+pub async fn serve_io<I>(io: I, uid: u32, shared: Arc<Shared>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let max_head = shared.settings.max_header_bytes;
+    let conn = Arc::new(Conn { shared, uid, caller: OnceCell::new(), upstream: Mutex::new(None) });
+    let service = hyper::service::service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(conn.handle(req).await) }
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.preserve_header_case(true)
+        .auto_date_header(false)
+        .max_header_size(max_head)
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(120));
+    // A client that vanishes or sends garbage ends here: hyper answers 400 or 431 and closes.
+    let _ = http.serve_connection(TokioIo::new(io), service).with_upgrades().await;
+}
+
+/// A refusal or failure the caller sees as dockerd's error form.
+struct Answer {
+    status: StatusCode,
+    message: String,
+}
+
+impl Answer {
+    fn refused(message: String) -> Answer {
+        Answer { status: StatusCode::FORBIDDEN, message }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let body = format!("{{\"message\":{}}}\n", Value::String(self.message));
+        let mut r = Response::new(full(Bytes::from(body)));
+        *r.status_mut() = self.status;
+        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r
+    }
+}
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never: Infallible| match never {}).boxed()
+}
+
+/// What an owner lookup found.
+enum Found {
+    /// dockerd does not know the reference: it answers the request itself.
+    Missing,
+    /// The container, its name for messages and its owner (None: nobody's).
+    Container { name: String, owner: Option<String> },
+}
+
+/// One downstream connection.
+struct Conn {
+    shared: Arc<Shared>,
+    uid: u32,
+    caller: OnceCell<Caller>,
+    upstream: Mutex<Option<SendRequest<Body>>>,
+}
+
+impl Conn {
+    /// The caller, resolved once a connection and only when a request needs it.
+    async fn caller(&self) -> &Caller {
+        self.caller
+            .get_or_init(|| async {
+                let uid = self.uid;
+                let shared = self.shared.clone();
+                tokio::task::spawn_blocking(move || caller::resolve(uid, &shared.policy))
+                    .await
+                    .unwrap_or(Caller { uid, login: None, admin: false })
+            })
+            .await
+    }
+
+    async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let route = route::classify(req.method().as_str(), req.uri().path());
+        let what = format!("{} {}", req.method(), req.uri().path());
+        match self.judge(route, req).await {
+            Ok(r) => r,
+            Err(a) => {
+                if a.status == StatusCode::FORBIDDEN {
+                    let c = self.caller().await;
+                    eprintln!("ds01-front-door: refused {} (uid {}) {what}: {}", c.name(), c.uid, a.message);
+                    if let Some(s) = &self.shared.audit {
+                        let mut ev = crate::audit::Event::new(
+                            crate::audit::Kind::Request,
+                            std::time::SystemTime::now(),
+                            "refused",
+                        );
+                        ev.owner = Some(c.name());
+                        ev.name = Some(what);
+                        ev.reason = Some(a.message.clone());
+                        crate::audit::record_quietly(s, &ev.to_line());
+                    }
+                }
+                a.into_response()
+            }
+        }
+    }
+
+    async fn judge(&self, route: Route, req: Request<Incoming>) -> Result<Response<Body>, Answer> {
+        let open = self.shared.settings.open_reads;
+        match route {
+            Route::Pass | Route::ListContainers if open => self.forward(req).await,
+            Route::Container { act: Act::Inspect | Act::Read, .. } if open => self.forward(req).await,
+            Route::Exec { act: Act::Read, .. } => self.forward(req).await,
+            Route::Pass => self.forward(req).await,
+            Route::Create => self.create(req).await,
+            Route::Build => self.build(req).await,
+            Route::ListContainers | Route::PruneContainers => {
+                let c = self.caller().await.clone();
+                if c.admin {
+                    return self.forward(req).await;
+                }
+                let login = self.login(&c)?;
+                let query =
+                    filters::owned_by(req.uri().query().unwrap_or(""), login).map_err(Answer::refused)?;
+                let req = with_query(req, &query)?;
+                self.forward(req).await
+            }
+            Route::Container { reference, act } => {
+                let verb = match act {
+                    Act::Touch(v) => v,
+                    Act::ExecCreate => "exec into",
+                    Act::Inspect | Act::Read => "inspect",
+                };
+                self.owner_only(&reference, verb).await?;
+                if act == Act::ExecCreate {
+                    return self.exec_create(req, &reference).await;
+                }
+                self.forward(req).await
+            }
+            Route::Exec { id, act } => {
+                let verb = if let Act::Touch(v) = act { v } else { "use" };
+                if !self.caller().await.admin {
+                    if let Some(container) = self.exec_container(&id).await? {
+                        self.owner_only(&container, verb).await?;
+                    }
+                }
+                self.forward(req).await
+            }
+            Route::Commit => {
+                if let Some(c) = route::query_param(req.uri().query().unwrap_or(""), "container") {
+                    self.owner_only(&c, "commit").await?;
+                }
+                self.forward(req).await
+            }
+            Route::AdminOnly(what) => {
+                let c = self.caller().await;
+                if c.admin {
+                    return self.forward(req).await;
+                }
+                Err(Answer::refused(format!("ds01: {} may not {what}: admins only", c.name())))
+            }
+            Route::BuildKitGrpc => {
+                self.buildkit_allowed().await?;
+                self.forward(req).await
+            }
+        }
+    }
+
+    fn login<'c>(&self, c: &'c Caller) -> Result<&'c str, Answer> {
+        c.login
+            .as_deref()
+            .ok_or_else(|| Answer::refused(format!("ds01: uid {} has no login in the user database", c.uid)))
+    }
+
+    async fn buildkit_allowed(&self) -> Result<(), Answer> {
+        let c = self.caller().await;
+        if c.admin || self.shared.settings.buildkit == BuildKit::Allow {
+            return Ok(());
+        }
+        Err(Answer::refused(
+            "ds01: BuildKit runs build steps around the runtime on this engine, outside your slice: build with DOCKER_BUILDKIT=0 (front_door.buildkit)"
+                .to_owned(),
+        ))
+    }
+
+    /// Refuses unless the caller is an admin or owns the container `reference` names.
+    async fn owner_only(&self, reference: &str, verb: &str) -> Result<(), Answer> {
+        let c = self.caller().await.clone();
+        if c.admin {
+            return Ok(());
+        }
+        let me = c.name();
+        let mine = |o: &Option<String>| o.as_deref().is_some_and(|o| o == me || o == c.uid.to_string());
+        let (name, owner) = match self.lookup(reference, true).await? {
+            Found::Missing => return Ok(()),
+            Found::Container { owner, .. } if mine(&owner) => return Ok(()),
+            // A refusal names the container as its owner knows it: dockerd is asked.
+            Found::Container { .. } => match self.lookup(reference, false).await? {
+                Found::Missing => return Ok(()),
+                Found::Container { name, owner } => (name, owner),
+            },
+        };
+        match owner {
+            _ if mine(&owner) => Ok(()),
+            Some(o) => Err(Answer::refused(format!("ds01: {me} may not {verb} {o}'s container {name}"))),
+            None => Err(Answer::refused(format!(
+                "ds01: {me} may not {verb} container {name}: it has no owner, only an admin may"
+            ))),
+        }
+    }
+
+    /// The container's owner: the verified record (read directly for a full id), else what
+    /// dockerd's inspect says (its owner label, then DS01's name convention).
+    async fn lookup(&self, reference: &str, fast: bool) -> Result<Found, Answer> {
+        let dir = &self.shared.settings.verified_dir;
+        if fast && reference.len() == 64 && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if let Ok(Some(v)) = verified::read(dir, reference) {
+                return Ok(Found::Container { name: reference[..12].to_owned(), owner: Some(v.user) });
+            }
+        }
+        let uri = format!("/containers/{}/json", route::encode(reference));
+        let Some(doc) = self.get_json(&uri).await? else { return Ok(Found::Missing) };
+        let id = doc.get("Id").and_then(Value::as_str).unwrap_or("");
+        let name = doc.get("Name").and_then(Value::as_str).unwrap_or(reference).trim_start_matches('/');
+        let owner = match verified::read(dir, id) {
+            Ok(Some(v)) => Some(v.user),
+            _ => {
+                let labels = doc.pointer("/Config/Labels").and_then(Value::as_object);
+                std::iter::once(USER_KEY)
+                    .chain(LEGACY_USER_LABELS.iter().copied())
+                    .find_map(|k| labels?.get(k)?.as_str().map(str::trim).filter(|u| !u.is_empty()))
+                    .map(str::to_owned)
+                    .or_else(|| name.rsplit_once("._.").map(|(_, u)| u.to_owned()).filter(|u| !u.is_empty()))
+            }
+        };
+        Ok(Found::Container { name: name.to_owned(), owner })
+    }
+
+    /// The container of exec instance `id`: remembered from its create, else asked of dockerd.
+    async fn exec_container(&self, id: &str) -> Result<Option<String>, Answer> {
+        if let Some(c) = self.shared.execs.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(Some(c.clone()));
+        }
+        let doc = self.get_json(&format!("/exec/{}/json", route::encode(id))).await?;
+        Ok(doc.and_then(|d| d.get("ContainerID")?.as_str().map(str::to_owned)))
+    }
+
+    /// A GET to dockerd on this connection's upstream; None unless it answers 200 with JSON.
+    async fn get_json(&self, path: &str) -> Result<Option<Value>, Answer> {
+        let mut req = Request::new(full(Bytes::new()));
+        *req.uri_mut() =
+            path.parse::<Uri>().map_err(|e| Answer::refused(format!("ds01: bad reference: {e}")))?;
+        req.headers_mut().insert(HOST, HeaderValue::from_static("docker"));
+        let resp = self.send(req).await?;
+        if resp.status() != StatusCode::OK {
+            let _ = resp.into_body().collect().await;
+            return Ok(None);
+        }
+        let bytes = Limited::new(resp.into_body(), 64 << 20)
+            .collect()
+            .await
+            .map_err(|e| Answer {
+                status: StatusCode::BAD_GATEWAY,
+                message: format!("ds01: reading dockerd's answer: {e}"),
+            })?
+            .to_bytes();
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+
+    /// `POST /containers/create`: claims checked, the owner label set, the verified record
+    /// written before the caller learns the id.
+    async fn create(&self, req: Request<Incoming>) -> Result<Response<Body>, Answer> {
+        let c = self.caller().await.clone();
+        if c.is_root() {
+            return self.forward(req).await;
+        }
+        let login = self.login(&c)?.to_owned();
+        let name = route::query_param(req.uri().query().unwrap_or(""), "name");
+        let max = self.shared.settings.max_create_body;
+        let (mut parts, body) = req.into_parts();
+        let bytes = read_limited(body, max).await?;
+        let who = Creator { login: &login, uid: c.uid, admin: c.admin };
+        let out = create_body::rewrite(&bytes, name.as_deref(), who).map_err(Answer::refused)?;
+        parts.headers.remove(TRANSFER_ENCODING);
+        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(out.body.len()));
+        let resp = self.send(Request::from_parts(parts, full(Bytes::from(out.body)))).await?;
+        if resp.status() != StatusCode::CREATED {
+            return Ok(resp.map(BodyExt::boxed));
+        }
+        let (parts, body) = resp.into_parts();
+        let answer = read_limited(body, 1 << 20).await?;
+        let id = serde_json::from_slice::<Value>(&answer)
+            .ok()
+            .and_then(|v| v.get("Id")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let record =
+            Verified { user: out.owner.clone(), uid: c.uid, by: (out.owner != login).then_some(login) };
+        if let Err(e) = verified::write(&self.shared.settings.verified_dir, &id, &record) {
+            // The container must not run unverified: it is removed before anyone can start it.
+            let mut del = Request::new(full(Bytes::new()));
+            *del.method_mut() = hyper::Method::DELETE;
+            if let Ok(u) = format!("/containers/{}?force=1", route::encode(&id)).parse() {
+                *del.uri_mut() = u;
+            }
+            del.headers_mut().insert(HOST, HeaderValue::from_static("docker"));
+            let _ = self.send(del).await;
+            return Err(Answer {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!(
+                    "ds01: the new container's owner could not be recorded ({e}); it was removed"
+                ),
+            });
+        }
+        Ok(Response::from_parts(parts, full(answer)))
+    }
+
+    /// `POST /containers/{id}/exec`: the exec id remembered with its container.
+    async fn exec_create(&self, req: Request<Incoming>, reference: &str) -> Result<Response<Body>, Answer> {
+        let resp = self.send(req.map(BodyExt::boxed)).await?;
+        if resp.status() != StatusCode::CREATED {
+            return Ok(resp.map(BodyExt::boxed));
+        }
+        let (parts, body) = resp.into_parts();
+        let answer = read_limited(body, 1 << 20).await?;
+        if let Some(id) = serde_json::from_slice::<Value>(&answer)
+            .ok()
+            .and_then(|v| v.get("Id")?.as_str().map(str::to_owned))
+        {
+            let mut execs = self.shared.execs.lock().unwrap_or_else(|p| p.into_inner());
+            if execs.len() >= EXECS_KEPT {
+                execs.clear();
+            }
+            execs.insert(id, reference.to_owned());
+        }
+        Ok(Response::from_parts(parts, full(answer)))
+    }
+
+    /// `POST /build`: the build's containers get a cgroup parent naming a verified record of
+    /// the caller, removed when the build's answer ends.
+    async fn build(&self, req: Request<Incoming>) -> Result<Response<Body>, Answer> {
+        let c = self.caller().await.clone();
+        if c.is_root() {
+            return self.forward(req).await;
+        }
+        let login = self.login(&c)?.to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        if route::query_param(&query, "version").as_deref() == Some("2") {
+            self.buildkit_allowed().await?;
+        }
+        if let Some(parent) = route::query_param(&query, "cgroupparent").filter(|p| !p.is_empty()) {
+            if !c.admin {
+                return Err(Answer::refused(format!(
+                    "ds01: {login} may not choose a cgroup parent ({parent}): build steps run in their owner's slice"
+                )));
+            }
+        }
+        let token = random_token().map_err(|e| Answer {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("ds01: no random token for the build: {e}"),
+        })?;
+        let key = verified::build_key(&token);
+        let dir = self.shared.settings.verified_dir.clone();
+        verified::write(&dir, &key, &Verified { user: login, uid: c.uid, by: None }).map_err(|e| Answer {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("ds01: the build's owner could not be recorded: {e}"),
+        })?;
+        let guard = Forget { dir, key };
+        let parent = format!("{}{token}.slice", verified::BUILD_PARENT_PREFIX);
+        let req = with_query(req, &route::set_param(&query, "cgroupparent", &parent))?;
+        let resp = self.forward(req).await?;
+        Ok(resp.map(|b| Guarded { inner: b, _guard: guard }.boxed()))
+    }
+
+    /// Sends the request to dockerd and hands its answer back; an upgrade is spliced.
+    async fn forward(&self, mut req: Request<Incoming>) -> Result<Response<Body>, Answer> {
+        let downstream = req.headers().contains_key(UPGRADE).then(|| hyper::upgrade::on(&mut req));
+        let mut resp = self.send(req.map(BodyExt::boxed)).await?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(down) = downstream {
+                let up = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    if let (Ok(down), Ok(up)) = tokio::join!(down, up) {
+                        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up))
+                            .await;
+                    }
+                });
+            }
+        }
+        Ok(resp.map(BodyExt::boxed))
+    }
+
+    /// One request on this connection's upstream connection, dialled again when dockerd
+    /// closed it (or was restarted).
+    async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, Answer> {
+        let mut slot = self.upstream.lock().await;
+        let mut sender = match slot.take() {
+            Some(mut s) => match s.ready().await {
+                Ok(()) => s,
+                Err(_) => self.dial().await?,
+            },
+            None => self.dial().await?,
+        };
+        let pending = sender.send_request(req);
+        *slot = Some(sender);
+        drop(slot);
+        pending.await.map_err(|e| Answer {
+            status: StatusCode::BAD_GATEWAY,
+            message: format!("ds01: dockerd closed the connection: {e}"),
+        })
+    }
+
+    async fn dial(&self) -> Result<SendRequest<Body>, Answer> {
+        let s = &self.shared.settings;
+        dial(&s.upstream).await.map_err(|_| Answer {
+            status: StatusCode::BAD_GATEWAY,
+            message: format!(
+                "Cannot connect to the Docker daemon at unix://{}. Is the docker daemon running?",
+                s.listen.display()
+            ),
+        })
+    }
+}
+
+/// A new HTTP/1 connection to dockerd.
+async fn dial(upstream: &std::path::Path) -> std::io::Result<SendRequest<Body>> {
+    let stream = UnixStream::connect(upstream).await?;
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .preserve_header_case(true)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(sender)
+}
+
+/// How long a build's record may outlive a front door that stopped during the build.
+const BUILD_RECORD_DAYS: u64 = 1;
+
+/// Removes the records of containers dockerd no longer has (a container removed by
+/// `--rm`, by `docker rm` or by an admin on dockerd's socket), and builds' records a stopped
+/// front door left. Run at start and every hour; a record is read before the list is asked
+/// for, so a container created meanwhile is never swept.
+pub async fn sweep(shared: &Shared) -> std::io::Result<usize> {
+    let dir = &shared.settings.verified_dir;
+    let entries: Vec<(String, std::fs::Metadata)> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| {
+                let e = e.ok()?;
+                Some((e.file_name().into_string().ok()?, e.metadata().ok()?))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut sender = dial(&shared.settings.upstream).await?;
+    let mut req = Request::new(full(Bytes::new()));
+    *req.uri_mut() = Uri::from_static("/containers/json?all=1");
+    req.headers_mut().insert(HOST, HeaderValue::from_static("docker"));
+    let resp = sender.send_request(req).await.map_err(std::io::Error::other)?;
+    if resp.status() != StatusCode::OK {
+        return Err(std::io::Error::other(format!("dockerd answered {}", resp.status())));
+    }
+    let bytes = resp.into_body().collect().await.map_err(std::io::Error::other)?.to_bytes();
+    let list: Value = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+    let live: std::collections::HashSet<&str> =
+        list.as_array().into_iter().flatten().filter_map(|c| c.get("Id")?.as_str()).collect();
+    let old = std::time::SystemTime::now() - Duration::from_secs(BUILD_RECORD_DAYS * 86_400);
+    let mut removed = 0;
+    for (name, meta) in entries {
+        let stale = if name.starts_with("build-") {
+            meta.modified().is_ok_and(|t| t < old)
+        } else {
+            name.len() == 64 && !live.contains(name.as_str())
+        };
+        if stale {
+            verified::remove(dir, &name);
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// [`sweep`] now and every hour.
+pub async fn sweep_hourly(shared: Arc<Shared>) {
+    loop {
+        if let Err(e) = sweep(&shared).await {
+            eprintln!("ds01-front-door: sweeping {}: {e}", shared.settings.verified_dir.display());
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+/// The request with its query replaced.
+fn with_query(req: Request<Incoming>, query: &str) -> Result<Request<Incoming>, Answer> {
+    let (mut parts, body) = req.into_parts();
+    let uri = format!("{}?{query}", parts.uri.path());
+    parts.uri = uri.parse().map_err(|e| Answer::refused(format!("ds01: bad query: {e}")))?;
+    Ok(Request::from_parts(parts, body))
+}
+
+/// A body read whole up to `max` bytes; over it, the caller is told the limit.
+async fn read_limited(body: Incoming, max: usize) -> Result<Bytes, Answer> {
+    match Limited::new(body, max).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Answer {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("ds01: the request body is over {max} bytes (front_door.max_create_body)"),
+        }),
+        Err(e) => Err(Answer {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("ds01: reading the request: {e}"),
+        }),
+    }
+}
+
+/// 128 random bits as hex.
+fn random_token() -> std::io::Result<String> {
+    let mut b = [0u8; 16];
+    let n = unsafe {
+        // SAFETY: getrandom writes at most `b.len()` bytes into the buffer it is given.
+        libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0)
+    };
+    if n != b.len() as isize {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Removes a build's record when dropped.
+struct Forget {
+    dir: PathBuf,
+    key: String,
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        verified::remove(&self.dir, &self.key);
+    }
+}
+
+/// A body that keeps its guard until it is done or dropped.
+struct Guarded {
+    inner: Body,
+    _guard: Forget,
+}
+
+impl HttpBody for Guarded {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
