@@ -44,7 +44,13 @@ pub struct Shared {
     pub policy: PolicyCache,
     /// Exec instances created through the front door: exec id → container id.
     execs: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Callers resolved lately, by uid: the user database and the admin group may be a
+    /// directory service (`getent` forks), and the docker CLI opens a few connections a command.
+    callers: std::sync::Mutex<std::collections::HashMap<u32, (std::time::Instant, Caller)>>,
 }
+
+/// How long a resolved caller is reused: a change of admins or accounts takes effect within it.
+const CALLER_TTL: Duration = Duration::from_secs(10);
 
 /// Exec ids remembered before the map is emptied (each entry is about 200 bytes).
 const EXECS_KEPT: usize = 4096;
@@ -57,7 +63,13 @@ impl Shared {
         policy: PathBuf,
         audit: Option<crate::policy::settings::Settings>,
     ) -> Shared {
-        Shared { settings, audit, policy: PolicyCache::new(policy), execs: Default::default() }
+        Shared {
+            settings,
+            audit,
+            policy: PolicyCache::new(policy),
+            execs: Default::default(),
+            callers: Default::default(),
+        }
     }
 }
 
@@ -136,6 +148,38 @@ fn full(b: Bytes) -> Body {
     Full::new(b).map_err(|never: Infallible| match never {}).boxed()
 }
 
+/// What the front door does with a request it let through.
+enum Plan {
+    /// Pass it as it is.
+    Forward,
+    /// Pass it with this query (filters narrowed to the caller).
+    Query(String),
+    /// A create, rewritten for its caller.
+    Create,
+    /// An exec create, its id remembered.
+    ExecCreate(String),
+    /// A build, run for this owner.
+    Build(Verified),
+}
+
+/// Reads and drops what is left of a refused request's body, in the background: up to 4 GiB
+/// or a minute, then the connection is given up.
+fn drain(mut body: Incoming) {
+    tokio::spawn(async move {
+        let mut left: u64 = 4 << 30;
+        let _ = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(Ok(frame)) = body.frame().await {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                match left.checked_sub(n) {
+                    Some(l) => left = l,
+                    None => break,
+                }
+            }
+        })
+        .await;
+    });
+}
+
 /// What an owner lookup found.
 enum Found {
     /// dockerd does not know the reference: it answers the request itself.
@@ -158,10 +202,23 @@ impl Conn {
         self.caller
             .get_or_init(|| async {
                 let uid = self.uid;
+                let cached = |shared: &Shared| {
+                    let map = shared.callers.lock().unwrap_or_else(|p| p.into_inner());
+                    map.get(&uid).filter(|(at, _)| at.elapsed() < CALLER_TTL).map(|(_, c)| c.clone())
+                };
+                if let Some(c) = cached(&self.shared) {
+                    return c;
+                }
                 let shared = self.shared.clone();
-                tokio::task::spawn_blocking(move || caller::resolve(uid, &shared.policy))
+                let c = tokio::task::spawn_blocking(move || caller::resolve(uid, &shared.policy))
                     .await
-                    .unwrap_or(Caller { uid, login: None, admin: false })
+                    .unwrap_or(Caller { uid, login: None, admin: false });
+                let mut map = self.shared.callers.lock().unwrap_or_else(|p| p.into_inner());
+                if map.len() >= EXECS_KEPT {
+                    map.clear();
+                }
+                map.insert(uid, (std::time::Instant::now(), c.clone()));
+                c
             })
             .await
     }
@@ -169,48 +226,61 @@ impl Conn {
     async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let route = route::classify(req.method().as_str(), req.uri().path());
         let what = format!("{} {}", req.method(), req.uri().path());
-        match self.judge(route, req).await {
+        let decided = match self.decide(route, &req).await {
+            Ok(plan) => self.act(plan, req).await,
+            Err(a) => {
+                // The caller may still be sending a body (a build context, a copy): it is read
+                // and dropped while the answer goes out, so the client reads the refusal
+                // rather than a broken pipe.
+                drain(req.into_body());
+                Err(a)
+            }
+        };
+        match decided {
             Ok(r) => r,
             Err(a) => {
                 if a.status == StatusCode::FORBIDDEN {
-                    let c = self.caller().await;
-                    eprintln!("ds01-front-door: refused {} (uid {}) {what}: {}", c.name(), c.uid, a.message);
-                    if let Some(s) = &self.shared.audit {
-                        let mut ev = crate::audit::Event::new(
-                            crate::audit::Kind::Request,
-                            std::time::SystemTime::now(),
-                            "refused",
-                        );
-                        ev.owner = Some(c.name());
-                        ev.name = Some(what);
-                        ev.reason = Some(a.message.clone());
-                        crate::audit::record_quietly(s, &ev.to_line());
-                    }
+                    self.record_refusal(what, &a).await;
                 }
                 a.into_response()
             }
         }
     }
 
-    async fn judge(&self, route: Route, req: Request<Incoming>) -> Result<Response<Body>, Answer> {
+    async fn record_refusal(&self, what: String, a: &Answer) {
+        let c = self.caller().await;
+        eprintln!("ds01-front-door: refused {} (uid {}) {what}: {}", c.name(), c.uid, a.message);
+        if let Some(s) = &self.shared.audit {
+            let mut ev = crate::audit::Event::new(
+                crate::audit::Kind::Request,
+                std::time::SystemTime::now(),
+                "refused",
+            );
+            ev.owner = Some(c.name());
+            ev.name = Some(what);
+            ev.reason = Some(a.message.clone());
+            crate::audit::record_quietly(s, &ev.to_line());
+        }
+    }
+
+    /// What to do with a request, or its refusal; nothing is sent to dockerd but the owner
+    /// lookups.
+    async fn decide(&self, route: Route, req: &Request<Incoming>) -> Result<Plan, Answer> {
         let open = self.shared.settings.open_reads;
+        let query = req.uri().query().unwrap_or("");
         match route {
-            Route::Pass | Route::ListContainers if open => self.forward(req).await,
-            Route::Container { act: Act::Inspect | Act::Read, .. } if open => self.forward(req).await,
-            Route::Exec { act: Act::Read, .. } => self.forward(req).await,
-            Route::Pass => self.forward(req).await,
-            Route::Create => self.create(req).await,
-            Route::Build => self.build(req).await,
+            Route::Pass | Route::ListContainers if open => Ok(Plan::Forward),
+            Route::Container { act: Act::Inspect | Act::Read, .. } if open => Ok(Plan::Forward),
+            Route::Exec { act: Act::Read, .. } | Route::Pass => Ok(Plan::Forward),
+            Route::Create => Ok(Plan::Create),
+            Route::Build => self.decide_build(query).await,
             Route::ListContainers | Route::PruneContainers => {
                 let c = self.caller().await.clone();
                 if c.admin {
-                    return self.forward(req).await;
+                    return Ok(Plan::Forward);
                 }
                 let login = self.login(&c)?;
-                let query =
-                    filters::owned_by(req.uri().query().unwrap_or(""), login).map_err(Answer::refused)?;
-                let req = with_query(req, &query)?;
-                self.forward(req).await
+                Ok(Plan::Query(filters::owned_by(query, login).map_err(Answer::refused)?))
             }
             Route::Container { reference, act } => {
                 let verb = match act {
@@ -219,10 +289,7 @@ impl Conn {
                     Act::Inspect | Act::Read => "inspect",
                 };
                 self.owner_only(&reference, verb).await?;
-                if act == Act::ExecCreate {
-                    return self.exec_create(req, &reference).await;
-                }
-                self.forward(req).await
+                Ok(if act == Act::ExecCreate { Plan::ExecCreate(reference) } else { Plan::Forward })
             }
             Route::Exec { id, act } => {
                 let verb = if let Act::Touch(v) = act { v } else { "use" };
@@ -231,25 +298,36 @@ impl Conn {
                         self.owner_only(&container, verb).await?;
                     }
                 }
-                self.forward(req).await
+                Ok(Plan::Forward)
             }
             Route::Commit => {
-                if let Some(c) = route::query_param(req.uri().query().unwrap_or(""), "container") {
+                if let Some(c) = route::query_param(query, "container") {
                     self.owner_only(&c, "commit").await?;
                 }
-                self.forward(req).await
+                Ok(Plan::Forward)
             }
             Route::AdminOnly(what) => {
                 let c = self.caller().await;
                 if c.admin {
-                    return self.forward(req).await;
+                    return Ok(Plan::Forward);
                 }
                 Err(Answer::refused(format!("ds01: {} may not {what}: admins only", c.name())))
             }
             Route::BuildKitGrpc => {
                 self.buildkit_allowed().await?;
-                self.forward(req).await
+                Ok(Plan::Forward)
             }
+        }
+    }
+
+    /// Carries out a decision.
+    async fn act(&self, plan: Plan, req: Request<Incoming>) -> Result<Response<Body>, Answer> {
+        match plan {
+            Plan::Forward => self.forward(req).await,
+            Plan::Query(q) => self.forward(with_query(req, &q)?).await,
+            Plan::Create => self.create(req).await,
+            Plan::ExecCreate(reference) => self.exec_create(req, &reference).await,
+            Plan::Build(build) => self.build(req, build).await,
         }
     }
 
@@ -422,32 +500,38 @@ impl Conn {
         Ok(Response::from_parts(parts, full(answer)))
     }
 
-    /// `POST /build`: the build's containers get a cgroup parent naming a verified record of
-    /// the caller, removed when the build's answer ends.
-    async fn build(&self, req: Request<Incoming>) -> Result<Response<Body>, Answer> {
+    /// `POST /build`, judged: BuildKit and a cgroup parent of the caller's own are refused
+    /// for non-admins; root's build passes as it is.
+    async fn decide_build(&self, query: &str) -> Result<Plan, Answer> {
         let c = self.caller().await.clone();
         if c.is_root() {
-            return self.forward(req).await;
+            return Ok(Plan::Forward);
         }
         let login = self.login(&c)?.to_owned();
-        let query = req.uri().query().unwrap_or("").to_owned();
-        if route::query_param(&query, "version").as_deref() == Some("2") {
+        if route::query_param(query, "version").as_deref() == Some("2") {
             self.buildkit_allowed().await?;
         }
-        if let Some(parent) = route::query_param(&query, "cgroupparent").filter(|p| !p.is_empty()) {
+        if let Some(parent) = route::query_param(query, "cgroupparent").filter(|p| !p.is_empty()) {
             if !c.admin {
                 return Err(Answer::refused(format!(
                     "ds01: {login} may not choose a cgroup parent ({parent}): build steps run in their owner's slice"
                 )));
             }
         }
+        Ok(Plan::Build(Verified { user: login, uid: c.uid, by: None }))
+    }
+
+    /// `POST /build`: the build's containers get a cgroup parent naming a verified record of
+    /// the caller, removed when the build's answer ends.
+    async fn build(&self, req: Request<Incoming>, owner: Verified) -> Result<Response<Body>, Answer> {
+        let query = req.uri().query().unwrap_or("").to_owned();
         let token = random_token().map_err(|e| Answer {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             message: format!("ds01: no random token for the build: {e}"),
         })?;
         let key = verified::build_key(&token);
         let dir = self.shared.settings.verified_dir.clone();
-        verified::write(&dir, &key, &Verified { user: login, uid: c.uid, by: None }).map_err(|e| Answer {
+        verified::write(&dir, &key, &owner).map_err(|e| Answer {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             message: format!("ds01: the build's owner could not be recorded: {e}"),
         })?;
