@@ -184,6 +184,15 @@ fn users_stay_out_of_each_others_containers_and_an_admin_does_not() {
     let o = door.docker(&bob, &["container", "prune", "-f"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(door.root_docker(&["inspect", "idle"]).status.success(), "bob's prune removed alice's container");
+    // dockerd reads a form body before the query: such a body is refused, whatever it says.
+    let o = door
+        .command(&bob, "curl")
+        .args(["-s", "--unix-socket"])
+        .arg(&door.sock)
+        .args(["-d", "container=work", "http://docker/v1.41/commit?container=mine"])
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("ds01: a form-encoded body is refused"), "{}", stdout(&o));
     // Plugins and the swarm are the admins'.
     let o = door.docker(&bob, &["swarm", "init"]);
     assert!(first_line(&o).contains("ds01: fdbob may not change the swarm: admins only"), "{}", stderr(&o));

@@ -268,6 +268,14 @@ impl Conn {
     async fn decide(&self, route: Route, req: &Request<Incoming>) -> Result<Plan, Answer> {
         let open = self.shared.settings.open_reads;
         let query = req.uri().query().unwrap_or("");
+        if is_form(req) && !self.caller().await.is_root() {
+            // dockerd reads a form body's fields before the query's (Go's FormValue): the
+            // container of a commit, the filters of a prune, a build's cgroup parent.
+            return Err(Answer::refused(
+                "ds01: a form-encoded body is refused: dockerd would read it as the request's parameters"
+                    .to_owned(),
+            ));
+        }
         match route {
             Route::Pass | Route::ListContainers if open => Ok(Plan::Forward),
             Route::Container { act: Act::Inspect | Act::Read, .. } if open => Ok(Plan::Forward),
@@ -661,6 +669,16 @@ pub async fn sweep_hourly(shared: Arc<Shared>) {
         }
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
+}
+
+/// A body Go's `ParseForm` would read as parameters: a POST, PUT or PATCH whose
+/// Content-Type is `application/x-www-form-urlencoded` (any case, any parameters).
+fn is_form(req: &Request<Incoming>) -> bool {
+    matches!(req.method().as_str(), "POST" | "PUT" | "PATCH")
+        && req.headers().get_all(CONTENT_TYPE).iter().any(|v| {
+            let v = String::from_utf8_lossy(v.as_bytes());
+            v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 /// The request with its query replaced.
