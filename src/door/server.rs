@@ -42,8 +42,6 @@ pub struct Shared {
     pub audit: Option<crate::policy::settings::Settings>,
     /// The policy, for who is an admin.
     pub policy: PolicyCache,
-    /// Exec instances created through the front door: exec id → container id.
-    execs: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Callers resolved lately, by uid: the user database and the admin group may be a
     /// directory service (`getent` forks), and the docker CLI opens a few connections a command.
     callers: std::sync::Mutex<std::collections::HashMap<u32, (std::time::Instant, Caller)>>,
@@ -52,8 +50,8 @@ pub struct Shared {
 /// How long a resolved caller is reused: a change of admins or accounts takes effect within it.
 const CALLER_TTL: Duration = Duration::from_secs(10);
 
-/// Exec ids remembered before the map is emptied (each entry is about 200 bytes).
-const EXECS_KEPT: usize = 4096;
+/// Callers remembered before the map is emptied.
+const CALLERS_KEPT: usize = 4096;
 
 impl Shared {
     /// The state for `settings`, with the policy at `policy`; refusals are recorded in the
@@ -67,7 +65,6 @@ impl Shared {
             settings,
             audit,
             policy: PolicyCache::new(policy),
-            execs: Default::default(),
             callers: Default::default(),
         }
     }
@@ -156,8 +153,6 @@ enum Plan {
     Query(String),
     /// A create, rewritten for its caller.
     Create,
-    /// An exec create, its id remembered.
-    ExecCreate(String),
     /// A build, run for this owner.
     Build(Verified),
 }
@@ -214,7 +209,7 @@ impl Conn {
                     .await
                     .unwrap_or(Caller { uid, login: None, admin: false });
                 let mut map = self.shared.callers.lock().unwrap_or_else(|p| p.into_inner());
-                if map.len() >= EXECS_KEPT {
+                if map.len() >= CALLERS_KEPT {
                     map.clear();
                 }
                 map.insert(uid, (std::time::Instant::now(), c.clone()));
@@ -297,7 +292,7 @@ impl Conn {
                     Act::Inspect | Act::Read => "inspect",
                 };
                 self.owner_only(&reference, verb).await?;
-                Ok(if act == Act::ExecCreate { Plan::ExecCreate(reference) } else { Plan::Forward })
+                Ok(Plan::Forward)
             }
             Route::Exec { id, act } => {
                 let verb = if let Act::Touch(v) = act { v } else { "use" };
@@ -334,7 +329,6 @@ impl Conn {
             Plan::Forward => self.forward(req).await,
             Plan::Query(q) => self.forward(with_query(req, &q)?).await,
             Plan::Create => self.create(req).await,
-            Plan::ExecCreate(reference) => self.exec_create(req, &reference).await,
             Plan::Build(build) => self.build(req, build).await,
         }
     }
@@ -409,11 +403,8 @@ impl Conn {
         Ok(Found::Container { name: name.to_owned(), owner })
     }
 
-    /// The container of exec instance `id`: remembered from its create, else asked of dockerd.
+    /// The container (its full id) of exec instance `id`, as dockerd knows it.
     async fn exec_container(&self, id: &str) -> Result<Option<String>, Answer> {
-        if let Some(c) = self.shared.execs.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
-            return Ok(Some(c.clone()));
-        }
         let doc = self.get_json(&format!("/exec/{}/json", route::encode(id))).await?;
         Ok(doc.and_then(|d| d.get("ContainerID")?.as_str().map(str::to_owned)))
     }
@@ -483,27 +474,6 @@ impl Conn {
                     "ds01: the new container's owner could not be recorded ({e}); it was removed"
                 ),
             });
-        }
-        Ok(Response::from_parts(parts, full(answer)))
-    }
-
-    /// `POST /containers/{id}/exec`: the exec id remembered with its container.
-    async fn exec_create(&self, req: Request<Incoming>, reference: &str) -> Result<Response<Body>, Answer> {
-        let resp = self.send(req.map(BodyExt::boxed)).await?;
-        if resp.status() != StatusCode::CREATED {
-            return Ok(resp.map(BodyExt::boxed));
-        }
-        let (parts, body) = resp.into_parts();
-        let answer = read_limited(body, 1 << 20).await?;
-        if let Some(id) = serde_json::from_slice::<Value>(&answer)
-            .ok()
-            .and_then(|v| v.get("Id")?.as_str().map(str::to_owned))
-        {
-            let mut execs = self.shared.execs.lock().unwrap_or_else(|p| p.into_inner());
-            if execs.len() >= EXECS_KEPT {
-                execs.clear();
-            }
-            execs.insert(id, reference.to_owned());
         }
         Ok(Response::from_parts(parts, full(answer)))
     }
