@@ -310,6 +310,13 @@ fn streams_terminals_compose_and_a_restarted_dockerd_work_through_it() {
     let o = door.docker(&alice, &["cp", "st:/big", "back"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(std::fs::read(alice.home.join("back")).unwrap() == big, "docker cp changed bytes");
+    // docker save and load: a tar streamed out, then in.
+    let o = door.docker(&alice, &["save", "-o", "img.tar", IMAGE]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = door.docker(&alice, &["load", "-i", "img.tar"]);
+    assert!(o.status.success() && stdout(&o).contains(IMAGE), "{}{}", stdout(&o), stderr(&o));
+    let o = door.docker(&alice, &["stats", "--no-stream", "--format", "{{.Name}}"]);
+    assert!(stdout(&o).contains("st"), "{}", stderr(&o));
     // events stream.
     let mut ev = door.command(&alice, "docker");
     ev.args(["events", "--format", "{{.Action}} {{.Actor.Attributes.name}}"])
