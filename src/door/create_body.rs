@@ -70,12 +70,14 @@ pub fn rewrite(body: &[u8], name: Option<&str>, who: Creator) -> Result<Rewritte
             continue;
         }
         if !who.admin {
+            let user = shown(user);
             return Err(format!("ds01: {} may not create a container for {user} ({said_by})", who.login));
         }
         owner = user.clone();
     }
     if !parent.is_empty() && !who.admin && !own_slice(&parent, who.login) {
-        return Err(match slice_user(&parent) {
+        let (user, parent) = (slice_user(&parent).map(shown), shown(&parent));
+        return Err(match user {
             Some(u) if u != who.login => {
                 format!("ds01: {} may not create a container for {u} (cgroup parent {parent})", who.login)
             }
@@ -90,9 +92,8 @@ pub fn rewrite(body: &[u8], name: Option<&str>, who: Creator) -> Result<Rewritte
         *labels = Value::Object(Map::new());
     }
     if let Some(l) = labels.as_object_mut() {
-        if l.get(USER_KEY).and_then(Value::as_str).map(str::trim) != Some(owner.as_str()) {
-            l.insert(USER_KEY.to_owned(), Value::String(owner.clone()));
-        }
+        // Always the owner exactly (a claim ` alice ` passed, trimmed, as alice's own).
+        l.insert(USER_KEY.to_owned(), Value::String(owner.clone()));
     }
     let body = serde_json::to_vec(&doc).map_err(|e| format!("ds01: the create request: {e}"))?;
     Ok(Rewritten { body, owner })
@@ -111,6 +112,12 @@ fn exact_names(obj: &Map<String, Value>, fields: &[&str]) -> Result<(), String> 
         }
     }
     Ok(())
+}
+
+/// Text from a request (or from a container's labels and name) as a refusal shows it:
+/// control characters escaped, so the refusal stays one line.
+pub fn shown(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// A claim's value: a string (or null, no claim).
@@ -203,6 +210,34 @@ mod tests {
         let out = rewrite(br#"{"Labels":{"ds01.user":"bob"}}"#, None, admin).unwrap();
         assert_eq!(out.owner, "bob");
         assert_eq!(labels(&out)["ds01.user"], "bob");
+    }
+
+    #[test]
+    fn the_owner_label_is_the_owner_exactly() {
+        // Found by the `create_body` fuzz target: a caller's own claim with spaces around it
+        // was kept as it was, so the label did not name the owner the front door recorded.
+        for body in [&br#"{"Labels":{"ds01.user":" alice "}}"#[..], br#"{"Labels":{"ds01.user":"alice\t"}}"#]
+        {
+            let out = rewrite(body, None, ALICE).unwrap();
+            assert_eq!(out.owner, "alice");
+            assert_eq!(labels(&out)["ds01.user"], "alice");
+        }
+    }
+
+    #[test]
+    fn claims_with_control_characters_are_refused_in_one_line() {
+        // Found by the `create_body` fuzz target: a name (or label, or cgroup parent) with a
+        // newline or a carriage return in it broke the refusal over lines.
+        let e = rewrite(b"", Some("web._.a\r\r\u{2}x"), ALICE).unwrap_err();
+        assert_eq!(e, "ds01: alice may not create a container for a\\r\\r\\u{2}x (name)");
+        for body in [
+            &br#"{"Labels":{"ds01.user":"bo\nb"}}"#[..],
+            br#"{"HostConfig":{"CgroupParent":"ds01-a-b\nc.slice"}}"#,
+            br#"{"HostConfig":{"CgroupParent":"/x\r\n"}}"#,
+        ] {
+            let e = rewrite(body, Some("x._.\n"), ALICE).unwrap_err();
+            assert!(e.starts_with("ds01: alice may not ") && !e.contains(['\n', '\r']), "{e:?}");
+        }
     }
 
     #[test]

@@ -61,12 +61,7 @@ impl Shared {
         policy: PathBuf,
         audit: Option<crate::policy::settings::Settings>,
     ) -> Shared {
-        Shared {
-            settings,
-            audit,
-            policy: PolicyCache::new(policy),
-            callers: Default::default(),
-        }
+        Shared { settings, audit, policy: PolicyCache::new(policy), callers: Default::default() }
     }
 }
 
@@ -115,6 +110,7 @@ where
     http.preserve_header_case(true)
         .auto_date_header(false)
         .max_header_size(max_head)
+        .half_close(true)
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(120));
     // A client that vanishes or sends garbage ends here: hyper answers 400 or 431 and closes.
@@ -367,9 +363,13 @@ impl Conn {
                 Found::Container { name, owner } => (name, owner),
             },
         };
+        let name = create_body::shown(&name);
         match owner {
             _ if mine(&owner) => Ok(()),
-            Some(o) => Err(Answer::refused(format!("ds01: {me} may not {verb} {o}'s container {name}"))),
+            Some(o) => Err(Answer::refused(format!(
+                "ds01: {me} may not {verb} {}'s container {name}",
+                create_body::shown(&o)
+            ))),
             None => Err(Answer::refused(format!(
                 "ds01: {me} may not {verb} container {name}: it has no owner, only an admin may"
             ))),
