@@ -216,6 +216,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// What a container with `spec` and Docker's metadata `engine` gives, nothing else.
+    fn clues<'a>(spec: &'a Value, engine: Option<&'a EngineMeta>) -> Clues<'a> {
+        Clues { spec, engine, kubernetes: None, pod: None, build: false, verified: None }
+    }
+
     fn same(s: &str) -> Result<String> {
         Ok(s.to_owned())
     }
@@ -235,13 +240,7 @@ mod tests {
     #[test]
     fn annotation_decides_and_group_comes_from_members() {
         let spec = json!({"annotations": {"ds01.user": "rita"}});
-        let o = resolve(
-            &IdentitySettings::default(),
-            &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false, verified: None },
-            &same,
-        )
-        .unwrap();
+        let o = resolve(&IdentitySettings::default(), &policy(), &clues(&spec, None), &same).unwrap();
         assert_eq!(o.user.as_deref(), Some("rita"));
         assert_eq!(o.group.as_deref(), Some("researcher"));
         assert_eq!(o.placement.leaf(), "ds01-researcher-rita.slice");
@@ -270,23 +269,11 @@ mod tests {
     fn unattributed_refuses_or_places() {
         let spec = json!({});
         let mut s = IdentitySettings::default();
-        let e = resolve(
-            &s,
-            &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false, verified: None },
-            &same,
-        )
-        .unwrap_err();
+        let e = resolve(&s, &policy(), &clues(&spec, None), &same).unwrap_err();
         assert_eq!(e.kind, crate::error::Kind::Refused);
         assert!(e.to_string().contains("no owner"));
         s.unattributed = Unattributed::Place;
-        let o = resolve(
-            &s,
-            &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false, verified: None },
-            &same,
-        )
-        .unwrap();
+        let o = resolve(&s, &policy(), &clues(&spec, None), &same).unwrap();
         assert_eq!(o.placement.leaf(), "ds01-unattributed.slice");
         assert_eq!(o.source_name(), "none");
     }
@@ -295,32 +282,11 @@ mod tests {
     fn refusal_names_only_what_the_engine_can_carry() {
         let spec = json!({});
         let s = IdentitySettings::default();
-        let podman = resolve(
-            &s,
-            &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false, verified: None },
-            &same,
-        )
-        .unwrap_err()
-        .to_string();
+        let podman = resolve(&s, &policy(), &clues(&spec, None), &same).unwrap_err().to_string();
         assert!(podman.contains("the ds01.user annotation (--annotation ds01.user=<user>)"), "{podman}");
         assert!(!podman.contains("label") && !podman.contains("._."), "{podman}");
         let meta = EngineMeta::default();
-        let docker = resolve(
-            &s,
-            &policy(),
-            &Clues {
-                spec: &spec,
-                engine: Some(&meta),
-                kubernetes: None,
-                pod: None,
-                build: false,
-                verified: None,
-            },
-            &same,
-        )
-        .unwrap_err()
-        .to_string();
+        let docker = resolve(&s, &policy(), &clues(&spec, Some(&meta)), &same).unwrap_err().to_string();
         assert!(docker.contains("the ds01.user label (--label ds01.user=<user>)"), "{docker}");
         assert!(docker.contains("a name <name>._.<user>"), "{docker}");
     }
@@ -329,20 +295,8 @@ mod tests {
     fn conflicting_sources_refuse() {
         let spec = json!({"annotations": {"ds01.user": "alice"}});
         let meta = EngineMeta { name: Some("proj._.bob".into()), ..Default::default() };
-        let e = resolve(
-            &IdentitySettings::default(),
-            &policy(),
-            &Clues {
-                spec: &spec,
-                engine: Some(&meta),
-                kubernetes: None,
-                pod: None,
-                build: false,
-                verified: None,
-            },
-            &same,
-        )
-        .unwrap_err();
+        let e =
+            resolve(&IdentitySettings::default(), &policy(), &clues(&spec, Some(&meta)), &same).unwrap_err();
         assert!(e.to_string().contains("annotation says alice, name says bob"), "{e}");
     }
 
@@ -356,14 +310,7 @@ mod tests {
             labels.insert(k1.into(), json!("alice"));
             labels.insert(k2.into(), json!("bob"));
             let meta = EngineMeta { labels, ..Default::default() };
-            let clues = Clues {
-                spec: &spec,
-                engine: Some(&meta),
-                kubernetes: None,
-                pod: None,
-                build: false,
-                verified: None,
-            };
+            let clues = clues(&spec, Some(&meta));
             let e = resolve(&IdentitySettings::default(), &policy(), &clues, &same).unwrap_err();
             assert!(e.to_string().starts_with("owner conflict: label "), "{e}");
             assert!(e.to_string().contains("says alice") && e.to_string().contains("says bob"), "{e}");
@@ -372,28 +319,19 @@ mod tests {
         labels.insert("DS01_USER".into(), json!("alice"));
         labels.insert("ds01.user".into(), json!("alice"));
         let meta = EngineMeta { labels, ..Default::default() };
-        let clues = Clues {
-            spec: &spec,
-            engine: Some(&meta),
-            kubernetes: None,
-            pod: None,
-            build: false,
-            verified: None,
-        };
+        let clues = clues(&spec, Some(&meta));
         assert!(resolve(&IdentitySettings::default(), &policy(), &clues, &same).is_ok(), "same user twice");
     }
 
     #[test]
     fn a_build_container_without_an_owner_goes_to_the_build_slice() {
         let spec = json!({});
-        let clues =
-            Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: true, verified: None };
-        let o = resolve(&IdentitySettings::default(), &policy(), &clues, &same).unwrap();
+        let build = Clues { build: true, ..clues(&spec, None) };
+        let o = resolve(&IdentitySettings::default(), &policy(), &build, &same).unwrap();
         assert_eq!((o.user, o.placement.leaf()), (None, "ds01-build.slice"));
         let spec = json!({"annotations": {"ds01.user": "rita"}});
-        let clues =
-            Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: true, verified: None };
-        let o = resolve(&IdentitySettings::default(), &policy(), &clues, &same).unwrap();
+        let build = Clues { build: true, ..clues(&spec, None) };
+        let o = resolve(&IdentitySettings::default(), &policy(), &build, &same).unwrap();
         assert_eq!(o.placement.leaf(), "ds01-researcher-rita.slice", "an owner known: the owner's slice");
     }
 
@@ -403,20 +341,7 @@ mod tests {
         labels.insert("aime.mlc.USER".into(), json!("carol"));
         let meta = EngineMeta { name: Some("x._.carol".into()), labels, image: None };
         let spec = json!({"mounts": [{"destination": "/w", "type": "bind", "source": "/home/carol/proj"}]});
-        let o = resolve(
-            &IdentitySettings::default(),
-            &policy(),
-            &Clues {
-                spec: &spec,
-                engine: Some(&meta),
-                kubernetes: None,
-                pod: None,
-                build: false,
-                verified: None,
-            },
-            &same,
-        )
-        .unwrap();
+        let o = resolve(&IdentitySettings::default(), &policy(), &clues(&spec, Some(&meta)), &same).unwrap();
         assert_eq!((o.user.as_deref(), o.source_name()), (Some("carol"), "label"));
         let spec = json!({"mounts": [{"destination": "/w", "source": "/home/dave", "options": ["rbind"]}]});
         assert_eq!(
@@ -439,13 +364,7 @@ mod tests {
     #[test]
     fn unsafe_names_are_refused() {
         let spec = json!({"annotations": {"ds01.user": "@@@"}});
-        let e = resolve(
-            &IdentitySettings::default(),
-            &policy(),
-            &Clues { spec: &spec, engine: None, kubernetes: None, pod: None, build: false, verified: None },
-            &same,
-        )
-        .unwrap_err();
+        let e = resolve(&IdentitySettings::default(), &policy(), &clues(&spec, None), &same).unwrap_err();
         assert!(e.to_string().contains("empty once made safe"), "{e}");
     }
 }
