@@ -2,9 +2,13 @@
 //! two arms alternating (ABBA) so that machine drift cancels. Run with
 //! `cargo bench --bench overhead` (root; runc, busybox-static, docker.io). `-- --quick` for a
 //! smoke run, `-- --write BENCHMARKS.md` to record the table with the machine it ran on.
+//! `-- --only front-door` runs only the front door's rows (`front_door`), `-- --only runtime`
+//! only the runtime's; with `--write`, the part not run is kept as the file has it.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "front_door/mod.rs"]
+mod front_door;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -220,14 +224,81 @@ fn machine() -> String {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == front_door::http::FLAG) {
+        // This binary as the front door rows' HTTP client (see front_door::http).
+        front_door::http::main(&args[i + 1]);
+        return;
+    }
     if args.iter().any(|a| a == "--list") {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
     let write = args.iter().position(|a| a == "--write").and_then(|i| args.get(i + 1)).cloned();
+    let only = args.iter().position(|a| a == "--only").map(|i| args.get(i + 1).cloned().unwrap_or_default());
+    let (runtime, door) = match only.as_deref() {
+        None => (true, true),
+        Some("runtime") => (true, false),
+        Some("front-door") => (false, true),
+        Some(other) => panic!("--only {other:?}: runtime or front-door"),
+    };
     if !require_runc() {
         return;
     }
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d")
+        .output()
+        .map(|o| stdout(&o).trim().to_owned())
+        .unwrap_or_default();
+    let head = runtime.then(|| runtime_rows(quick, &date));
+    let door_section = if !door || !common::dockerd::require_docker() {
+        None
+    } else {
+        match front_door::run(quick, &machine(), &date) {
+            Ok(s) => Some(s),
+            Err(why) => {
+                println!("{why}");
+                None
+            }
+        }
+    };
+    if let Some(s) = &door_section {
+        println!("\n{s}");
+    }
+    if let Some(path) = write {
+        let old = fs::read_to_string(&path).unwrap_or_default();
+        fs::write(&path, splice(&old, head, door_section)).unwrap();
+    }
+}
+
+/// BENCHMARKS.md with the parts this run made put in place of the old ones: the runtime's
+/// table at the top (`head`), the front door's section (`door`, from its heading to the next
+/// `## ` heading), then the hand-written part from [`ANALYSIS`] on, which is always kept. A
+/// part this run did not make stays as it was.
+fn splice(old: &str, head: Option<String>, door: Option<String>) -> String {
+    let analysis = old.find(&format!("\n{ANALYSIS}")).map(|i| i + 1).unwrap_or(old.len());
+    let door_at = old.find(&format!("\n{}\n", front_door::HEADING)).map(|i| i + 1).filter(|i| *i < analysis);
+    let door_end = door_at
+        .map(|at| old[at + 1..analysis].find("\n## ").map(|j| at + 1 + j + 1).unwrap_or(analysis))
+        .unwrap_or(analysis);
+    let old_head = &old[..door_at.unwrap_or(analysis)];
+    let old_door = door_at.map(|at| &old[at..door_end]).unwrap_or("");
+    // Anything between the front door's section and the analysis (another generated part).
+    let between = &old[door_end..analysis];
+    let parts =
+        [head.as_deref().unwrap_or(old_head), door.as_deref().unwrap_or(old_door), between, &old[analysis..]];
+    let mut out = String::new();
+    for p in parts.iter().map(|p| p.trim_end()).filter(|p| !p.is_empty()) {
+        out.push_str(p);
+        out.push_str("\n\n");
+    }
+    out.truncate(out.trim_end().len());
+    out.push('\n');
+    out
+}
+
+/// The runtime's rows (issues 7 to 17): the top of BENCHMARKS.md, printed as it is measured.
+fn runtime_rows(quick: bool, date: &str) -> String {
     let n = if quick { 4 } else { 150 };
     let b = Bench::new();
     let runc = which("runc").unwrap();
@@ -541,23 +612,8 @@ fn main() {
         notes.iter().map(|n| format!("- {n}\n")).collect::<String>()
     );
     println!("machine: {}\n\n{report}", machine());
-    if let Some(path) = write {
-        let date = Command::new("date")
-            .arg("-u")
-            .arg("+%Y-%m-%d")
-            .output()
-            .map(|o| stdout(&o).trim().to_owned())
-            .unwrap_or_default();
-        let doc = format!(
-            "# Benchmarks\n\nMeasured by `cargo bench --bench overhead -- --write BENCHMARKS.md` on {date}.\n\nMachine: {}\n\nEach row alternates its arms in one run, the order reversed each round (A B, B A, …); times are wall clock per operation.\n\n{report}",
-            machine()
-        );
-        // The hand-written reading of the numbers, from its heading on, is kept.
-        let kept = fs::read_to_string(&path)
-            .ok()
-            .and_then(|old| old.find(ANALYSIS).map(|i| old[i..].to_owned()))
-            .map(|a| format!("\n{a}"))
-            .unwrap_or_default();
-        fs::write(path, doc + &kept).unwrap();
-    }
+    format!(
+        "# Benchmarks\n\nMeasured by `cargo bench --bench overhead -- --write BENCHMARKS.md` on {date}.\n\nMachine: {}\n\nEach row alternates its arms in one run, the order reversed each round (A B, B A, …); times are wall clock per operation.\n\n{report}",
+        machine()
+    )
 }

@@ -62,7 +62,14 @@ impl Door {
     /// Starts dockerd (ds01 the default runtime), makes its socket root's alone, and starts the
     /// front door in front of it.
     pub fn start(tag: &str, settings_extra: &str) -> Door {
-        let d = Dockerd::start(tag, Opts { default_runtime: true, settings_extra, ..Default::default() });
+        Door::start_in(tag, settings_extra, None)
+    }
+
+    /// Like [`Door::start`], with the engine's directories under `base` (default /tmp; the
+    /// benchmark uses tmpfs).
+    pub fn start_in(tag: &str, settings_extra: &str, base: Option<&Path>) -> Door {
+        let d =
+            Dockerd::start(tag, Opts { default_runtime: true, settings_extra, base, ..Default::default() });
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&d.sock, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::set_permissions(d.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -130,11 +137,20 @@ impl Door {
 
     /// The front door's resident memory, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let pid = self.child.as_ref().map(|c| c.id()).unwrap_or(0);
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        self.status_kib("VmRSS")
+    }
+
+    /// The front door's process id (0 when it is not running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// A KiB field of the front door's /proc/PID/status (`VmRSS`, `VmHWM`); 0 when absent.
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     }
