@@ -88,7 +88,8 @@ pub fn guard_input(host: &dyn Host, s: &Settings, policy: &Policy, c: &Subject) 
     for p in [s.front_door.listen.clone(), s.front_door.upstream.clone()] {
         protected.push((p, "a container engine's socket or state"));
     }
-    for p in [dir_of(&s.policy), s.state_dir.clone(), dir_of(&s.audit_log), s.front_door.verified_dir.clone()] {
+    for p in [dir_of(&s.policy), s.state_dir.clone(), dir_of(&s.audit_log), s.front_door.verified_dir.clone()]
+    {
         protected.push((p, "ds01-runtime's own settings, state or log"));
     }
     let bundle = host.canonical(&call.bundle).ok();
