@@ -157,6 +157,7 @@ fn users_stay_out_of_each_others_containers_and_an_admin_does_not() {
         (&["commit", "work"], "commit"),
         (&["export", "-o", "x.tar", "work"], "export"),
         (&["start", "work"], "start"),
+        (&["network", "connect", "none", "work"], "connect or disconnect"),
     ];
     for (args, verb) in refused {
         let o = door.docker(&bob, args);

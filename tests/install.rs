@@ -264,7 +264,7 @@ fn front_door_install_moves_dockers_socket_and_uninstall_puts_every_byte_back() 
             "# Written by `ds01ctl install --front-door`; `ds01ctl uninstall` removes it.\n[Unit]\n\
              Description=ds01 front door: each user's Docker calls, known by uid, forwarded to dockerd\n\
              After=docker.service\nRequires=ds01-front-door.socket\n\n[Service]\nExecStart={}\n\
-             Environment=DS01_RUNTIME_CONFIG={}\nRestart=on-failure\n",
+             Environment=DS01_RUNTIME_CONFIG={}\nRestart=on-failure\nLimitNOFILE=1048576\n",
             h.p("usr/bin/ds01-front-door").display(),
             h.p("etc/ds01/runtime.yaml").display()
         )

@@ -71,7 +71,8 @@ pub fn gather(host: &dyn Host, call: &Call, s: &Settings, ev: &mut Event) -> Res
     describe_engine(ev, &engine, &spec);
     let build = engine.is_classic_build();
     let cgroups_path = crate::spec::get(&spec, &["linux", "cgroupsPath"]).and_then(Value::as_str);
-    let verified = host.verified_owner(s, &call.id, cgroups_path)?;
+    // A build token is looked for only in a build step's placement.
+    let verified = host.verified_owner(s, &call.id, cgroups_path.filter(|_| build))?;
     let clues = Clues {
         spec: &spec,
         engine: engine.meta(),

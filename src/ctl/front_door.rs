@@ -164,7 +164,8 @@ pub fn service_unit(binary: &Path, settings_file: &Path) -> Result<String> {
          [Service]\n\
          ExecStart={}\n\
          {env}\
-         Restart=on-failure\n",
+         Restart=on-failure\n\
+         LimitNOFILE=1048576\n",
         unit_path(binary)?
     ))
 }
@@ -375,7 +376,7 @@ mod tests {
             body(&files[2].1),
             "[Unit]\nDescription=ds01 front door: each user's Docker calls, known by uid, forwarded to dockerd\n\
              After=docker.service\nRequires=ds01-front-door.socket\n\n[Service]\n\
-             ExecStart=/usr/local/bin/ds01-front-door\nRestart=on-failure"
+             ExecStart=/usr/local/bin/ds01-front-door\nRestart=on-failure\nLimitNOFILE=1048576"
         );
         let other =
             service_unit(Path::new("/opt/ds01/bin/ds01-front-door"), Path::new("/opt/ds01/etc/runtime.yaml"))

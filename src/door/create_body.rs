@@ -133,7 +133,18 @@ fn text(v: &Value) -> Result<String, String> {
 /// are built from sanitized names, so this is the user only when it is the caller's own.
 fn own_slice(parent: &str, login: &str) -> bool {
     let leaf = parent.trim_end_matches('/').rsplit('/').next().unwrap_or(parent);
-    leaf.starts_with("ds01-") && leaf.ends_with(&format!("-{login}.slice"))
+    // A build's token names someone's record: never in a container's parent.
+    !parent.contains(crate::owner::verified::BUILD_PARENT_PREFIX)
+        && leaf.starts_with("ds01-")
+        && leaf.ends_with(&format!("-{login}.slice"))
+}
+
+/// Whether `doc` has the field Go would read as `name` (any case): a refusal when it is spelled
+/// otherwise than `name`.
+pub fn field(doc: &Value, name: &str) -> Result<Option<String>, String> {
+    let Some(obj) = doc.as_object() else { return Err("ds01: the request is not a JSON object".to_owned()) };
+    exact_names(obj, &[name])?;
+    Ok(obj.contains_key(name).then(|| name.to_owned()))
 }
 
 /// The user a `ds01-<group>-<user>.slice` parent names.
@@ -193,6 +204,11 @@ mod tests {
             let e = rewrite(body, None, ALICE).unwrap_err();
             assert!(e.starts_with("ds01: the create request spells"), "{e}");
         }
+        let token = "0123456789abcdef0123456789abcdef";
+        let body = format!(
+            r#"{{"HostConfig":{{"CgroupParent":"ds01-door-{token}.slice/ds01-student-alice.slice"}}}}"#
+        );
+        assert!(rewrite(body.as_bytes(), None, ALICE).is_err(), "a build's token in a container's parent");
         let e = rewrite(br#"{"HostConfig":{"CgroupParent":"/mine"}}"#, None, ALICE).unwrap_err();
         assert!(e.contains("may not choose a cgroup parent (/mine)"), "{e}");
     }

@@ -34,6 +34,11 @@ pub enum Route {
     AdminOnly(&'static str),
     /// BuildKit's gRPC endpoint (`/grpc`, used by buildx).
     BuildKitGrpc,
+    /// `POST /networks/{id}/connect` or `disconnect`: the container is in the JSON body.
+    Network,
+    /// A path that does not decode (a bad escape, not UTF-8): dockerd's reading of it is not
+    /// known, so only root's passes.
+    Unreadable,
     /// Everything else: passed as it is.
     Pass,
 }
@@ -45,8 +50,6 @@ pub enum Act {
     Inspect,
     /// Reads every caller may make (`wait`, `top`, `changes`, `stats`).
     Read,
-    /// Creates an exec instance (`POST /containers/{id}/exec`): the owner's only.
-    ExecCreate,
     /// Anything that changes, enters or reads out of the container: the owner's only; the
     /// words are the refusal's verb ("stop", "exec into").
     Touch(&'static str),
@@ -90,7 +93,7 @@ pub fn decode(path: &str) -> Option<String> {
 
 /// The route of a request. `path` is the request's path, still encoded, without the query.
 pub fn classify(method: &str, path: &str) -> Route {
-    let Some(decoded) = decode(path) else { return Route::Pass };
+    let Some(decoded) = decode(path) else { return Route::Unreadable };
     let p = strip_version(&decoded);
     let read = matches!(method, "GET" | "HEAD");
     let first = p.trim_start_matches('/').split('/').next().unwrap_or("");
@@ -102,6 +105,9 @@ pub fn classify(method: &str, path: &str) -> Route {
         ("POST", "/commit") => return Route::Commit,
         (_, "/grpc") => return Route::BuildKitGrpc,
         _ => {}
+    }
+    if method == "POST" && first == "networks" && (p.ends_with("/connect") || p.ends_with("/disconnect")) {
+        return Route::Network;
     }
     if !read && matches!(first, "plugins" | "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs")
     {
@@ -140,7 +146,7 @@ fn container(method: &str, rest: &str) -> Route {
         ("DELETE", "") => Act::Touch("remove"),
         ("GET" | "HEAD", "json") => Act::Inspect,
         ("GET" | "HEAD", "top" | "changes" | "stats") | ("POST", "wait") => Act::Read,
-        ("POST", "exec") => Act::ExecCreate,
+        ("POST", "exec") => Act::Touch("exec into"),
         ("GET" | "HEAD", "logs") => Act::Touch("read the logs of"),
         ("GET", "archive") => Act::Touch("copy out of"),
         ("HEAD", "archive") => Act::Touch("copy files to or from"),
@@ -170,11 +176,6 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
     })
 }
 
-/// Every query parameter named `key`, decoded (dockerd reads the first).
-pub fn has_param(query: &str, key: &str) -> bool {
-    query_param(query, key).is_some()
-}
-
 /// The query with `key` set to `value` (every earlier `key` dropped, both encoded, so that
 /// [`query_param`] reads `value` back whatever the two hold).
 pub fn set_param(query: &str, key: &str, value: &str) -> String {
@@ -189,6 +190,18 @@ pub fn set_param(query: &str, key: &str, value: &str) -> String {
         .collect();
     parts.push(format!("{}={}", encode(key), encode(value)));
     parts.join("&")
+}
+
+/// The request's path with the container reference replaced by the id it was resolved to, so
+/// that dockerd acts on the container that was judged, whatever is renamed meanwhile. None
+/// when the path is not `[/vX.Y]/containers/<reference><rest>`.
+pub fn with_id(path: &str, reference: &str, id: &str) -> Option<String> {
+    let decoded = decode(path)?;
+    let rest = strip_version(&decoded);
+    let version = &decoded[..decoded.len() - rest.len()];
+    let after = rest.strip_prefix("/containers/")?.strip_prefix(reference)?;
+    let tail: Vec<String> = after.split('/').map(encode).collect();
+    Some(format!("{version}/containers/{}{}", encode(id), tail.join("/")))
 }
 
 /// Percent-encodes everything but unreserved characters.
@@ -228,7 +241,9 @@ mod tests {
             c("abc", Act::Touch("copy files to or from"))
         );
         assert_eq!(classify("GET", "/v1.41/containers/abc/attach/ws"), c("abc", Act::Touch("attach to")));
-        assert_eq!(classify("POST", "/v1.41/containers/abc/exec"), c("abc", Act::ExecCreate));
+        assert_eq!(classify("POST", "/v1.41/containers/abc/exec"), c("abc", Act::Touch("exec into")));
+        assert_eq!(classify("POST", "/v1.41/networks/n1/connect"), Route::Network);
+        assert_eq!(classify("POST", "/v1.41/containers/bad%zz/stop"), Route::Unreadable);
         assert_eq!(classify("POST", "/v1.41/containers/abc/wait"), c("abc", Act::Read));
         assert_eq!(
             classify("POST", "/v1.41/exec/e1/start"),
@@ -252,7 +267,21 @@ mod tests {
         assert_eq!(classify("POST", "/containers/x%2Fy/stop"), c("x/y", Act::Touch("stop")));
         assert_eq!(classify("POST", "/containers/%61bc/kill"), c("abc", Act::Touch("kill")));
         assert_eq!(classify("POST", "/containers/a/b/unknown"), c("a/b", Act::Touch("change")));
-        assert_eq!(classify("POST", "/containers/bad%zz/stop"), Route::Pass);
+        assert_eq!(classify("POST", "/containers/bad%zz/stop"), Route::Unreadable);
+    }
+
+    #[test]
+    fn the_judged_id_replaces_the_reference() {
+        assert_eq!(
+            with_id("/v1.41/containers/web/stop", "web", "abc").as_deref(),
+            Some("/v1.41/containers/abc/stop")
+        );
+        assert_eq!(with_id("/containers/web", "web", "abc").as_deref(), Some("/containers/abc"));
+        assert_eq!(
+            with_id("/containers/w%65b/attach/ws", "web", "abc").as_deref(),
+            Some("/containers/abc/attach/ws")
+        );
+        assert_eq!(with_id("/images/web/json", "web", "abc"), None);
     }
 
     #[test]

@@ -119,7 +119,6 @@ where
     http.preserve_header_case(true)
         .auto_date_header(false)
         .max_header_size(max_head)
-        .half_close(true)
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(120));
     // A client that vanishes or sends garbage ends here: hyper answers 400 or 431 and closes.
@@ -154,8 +153,12 @@ fn full(b: Bytes) -> Body {
 enum Plan {
     /// Pass it as it is.
     Forward,
-    /// Pass it with this query (filters narrowed to the caller).
+    /// Pass it with this query (filters narrowed to the caller, a commit's container by id).
     Query(String),
+    /// Pass it with this path (the container by the id judged).
+    Path(String),
+    /// A network connect or disconnect: its container judged from the body.
+    Network,
     /// A create, rewritten for its caller.
     Create,
     /// A build, run for this owner.
@@ -182,10 +185,10 @@ fn drain(mut body: Incoming) {
 
 /// What an owner lookup found.
 enum Found {
-    /// dockerd does not know the reference: it answers the request itself.
+    /// dockerd does not know the reference (404): it answers the request itself.
     Missing,
     /// The container, its name for messages and its owner (None: nobody's).
-    Container { name: String, owner: Option<String> },
+    Container { id: String, name: String, owner: Option<String> },
 }
 
 /// One downstream connection.
@@ -225,7 +228,12 @@ impl Conn {
 
     async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let route = route::classify(req.method().as_str(), req.uri().path());
-        let what = format!("{} {}", req.method(), req.uri().path());
+        let mut what = format!("{} {}", req.method(), req.uri().path());
+        if what.len() > 200 {
+            let cut = (0..=200).rev().find(|&i| what.is_char_boundary(i)).unwrap_or(0);
+            what.truncate(cut);
+            what.push('…');
+        }
         let decided = match self.decide(route, &req).await {
             Ok(plan) => self.act(plan, req).await,
             Err(a) => {
@@ -268,6 +276,13 @@ impl Conn {
     async fn decide(&self, route: Route, req: &Request<Incoming>) -> Result<Plan, Answer> {
         let open = self.shared.settings.open_reads;
         let query = req.uri().query().unwrap_or("");
+        if query.contains(';') && !self.caller().await.is_root() {
+            // Go before 1.17 splits a query at `;` too: the parameters dockerd reads would not
+            // be the ones judged here.
+            return Err(Answer::refused(
+                "ds01: a query with `;` is refused: engines differ on where its parameters end".to_owned(),
+            ));
+        }
         if is_form(req) && !self.caller().await.is_root() {
             // dockerd reads a form body's fields before the query's (Go's FormValue): the
             // container of a commit, the filters of a prune, a build's cgroup parent.
@@ -291,13 +306,18 @@ impl Conn {
                 Ok(Plan::Query(filters::owned_by(query, login).map_err(Answer::refused)?))
             }
             Route::Container { reference, act } => {
-                let verb = match act {
-                    Act::Touch(v) => v,
-                    Act::ExecCreate => "exec into",
-                    Act::Inspect | Act::Read => "inspect",
-                };
-                self.owner_only(&reference, verb).await?;
-                Ok(Plan::Forward)
+                let verb = if let Act::Touch(v) = act { v } else { "inspect" };
+                Ok(match self.owner_only(&reference, verb).await? {
+                    Some(id) if id != reference => match route::with_id(req.uri().path(), &reference, &id) {
+                        Some(path) => Plan::Path(path),
+                        None => {
+                            return Err(Answer::refused(
+                                "ds01: the container's path could not be resolved".to_owned(),
+                            ))
+                        }
+                    },
+                    _ => Plan::Forward,
+                })
             }
             Route::Exec { id, act } => {
                 let verb = if let Act::Touch(v) = act { v } else { "use" };
@@ -308,12 +328,13 @@ impl Conn {
                 }
                 Ok(Plan::Forward)
             }
-            Route::Commit => {
-                if let Some(c) = route::query_param(query, "container") {
-                    self.owner_only(&c, "commit").await?;
-                }
-                Ok(Plan::Forward)
-            }
+            Route::Commit => match route::query_param(query, "container") {
+                Some(c) => Ok(match self.owner_only(&c, "commit").await? {
+                    Some(id) => Plan::Query(route::set_param(query, "container", &id)),
+                    None => Plan::Forward,
+                }),
+                None => Ok(Plan::Forward),
+            },
             Route::AdminOnly(what) => {
                 let c = self.caller().await;
                 if c.admin {
@@ -325,6 +346,13 @@ impl Conn {
                 self.buildkit_allowed().await?;
                 Ok(Plan::Forward)
             }
+            Route::Network if self.caller().await.admin => Ok(Plan::Forward),
+            Route::Network => Ok(Plan::Network),
+            Route::Unreadable if self.caller().await.is_root() => Ok(Plan::Forward),
+            Route::Unreadable => Err(Answer {
+                status: StatusCode::BAD_REQUEST,
+                message: "ds01: the request's path does not decode".to_owned(),
+            }),
         }
     }
 
@@ -333,6 +361,8 @@ impl Conn {
         match plan {
             Plan::Forward => self.forward(req).await,
             Plan::Query(q) => self.forward(with_query(req, &q)?).await,
+            Plan::Path(p) => self.forward(with_path(req, &p)?).await,
+            Plan::Network => self.network(req).await,
             Plan::Create => self.create(req).await,
             Plan::Build(build) => self.build(req, build).await,
         }
@@ -355,26 +385,28 @@ impl Conn {
         ))
     }
 
-    /// Refuses unless the caller is an admin or owns the container `reference` names.
-    async fn owner_only(&self, reference: &str, verb: &str) -> Result<(), Answer> {
+    /// Refuses unless the caller is an admin or owns the container `reference` names; gives
+    /// the id of the container judged (None for an admin, or a reference dockerd does not
+    /// know), which the request is then sent with, so a rename meanwhile changes nothing.
+    async fn owner_only(&self, reference: &str, verb: &str) -> Result<Option<String>, Answer> {
         let c = self.caller().await.clone();
         if c.admin {
-            return Ok(());
+            return Ok(None);
         }
         let me = c.name();
         let mine = |o: &Option<String>| o.as_deref().is_some_and(|o| o == me || o == c.uid.to_string());
-        let (name, owner) = match self.lookup(reference, true).await? {
-            Found::Missing => return Ok(()),
-            Found::Container { owner, .. } if mine(&owner) => return Ok(()),
+        let (id, name, owner) = match self.lookup(reference, true).await? {
+            Found::Missing => return Ok(None),
+            Found::Container { id, owner, .. } if mine(&owner) => return Ok(Some(id)),
             // A refusal names the container as its owner knows it: dockerd is asked.
             Found::Container { .. } => match self.lookup(reference, false).await? {
-                Found::Missing => return Ok(()),
-                Found::Container { name, owner } => (name, owner),
+                Found::Missing => return Ok(None),
+                Found::Container { id, name, owner } => (id, name, owner),
             },
         };
         let name = create_body::shown(&name);
         match owner {
-            _ if mine(&owner) => Ok(()),
+            _ if mine(&owner) => Ok(Some(id)),
             Some(o) => Err(Answer::refused(format!(
                 "ds01: {me} may not {verb} {}'s container {name}",
                 create_body::shown(&o)
@@ -391,12 +423,22 @@ impl Conn {
         let dir = &self.shared.settings.verified_dir;
         if fast && reference.len() == 64 && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
             if let Ok(Some(v)) = verified::read(dir, reference) {
-                return Ok(Found::Container { name: reference[..12].to_owned(), owner: Some(v.user) });
+                return Ok(Found::Container {
+                    id: reference.to_owned(),
+                    name: reference[..12].to_owned(),
+                    owner: Some(v.user),
+                });
             }
         }
         let uri = format!("/containers/{}/json", route::encode(reference));
         let Some(doc) = self.get_json(&uri).await? else { return Ok(Found::Missing) };
-        let id = doc.get("Id").and_then(Value::as_str).unwrap_or("");
+        let id = doc.get("Id").and_then(Value::as_str).filter(|i| !i.is_empty()).ok_or_else(|| Answer {
+            status: StatusCode::BAD_GATEWAY,
+            message: format!(
+                "ds01: dockerd did not say which container {} is",
+                create_body::shown(reference)
+            ),
+        })?;
         let name = doc.get("Name").and_then(Value::as_str).unwrap_or(reference).trim_start_matches('/');
         let owner = match verified::read(dir, id) {
             Ok(Some(v)) => Some(v.user),
@@ -409,7 +451,7 @@ impl Conn {
                     .or_else(|| name.rsplit_once("._.").map(|(_, u)| u.to_owned()).filter(|u| !u.is_empty()))
             }
         };
-        Ok(Found::Container { name: name.to_owned(), owner })
+        Ok(Found::Container { id: id.to_owned(), name: name.to_owned(), owner })
     }
 
     /// The container (its full id) of exec instance `id`, as dockerd knows it.
@@ -418,16 +460,24 @@ impl Conn {
         Ok(doc.and_then(|d| d.get("ContainerID")?.as_str().map(str::to_owned)))
     }
 
-    /// A GET to dockerd on this connection's upstream; None unless it answers 200 with JSON.
+    /// A GET to dockerd on this connection's upstream: None for a 404; any other answer but
+    /// 200 with JSON is an error (an ambiguous id prefix, dockerd failing), never a pass.
     async fn get_json(&self, path: &str) -> Result<Option<Value>, Answer> {
         let mut req = Request::new(full(Bytes::new()));
         *req.uri_mut() =
             path.parse::<Uri>().map_err(|e| Answer::refused(format!("ds01: bad reference: {e}")))?;
         req.headers_mut().insert(HOST, HeaderValue::from_static("docker"));
         let resp = self.send(req).await?;
-        if resp.status() != StatusCode::OK {
+        let status = resp.status();
+        if status != StatusCode::OK {
             let _ = resp.into_body().collect().await;
-            return Ok(None);
+            if status == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            return Err(Answer {
+                status: StatusCode::BAD_GATEWAY,
+                message: format!("ds01: dockerd could not say whose container this is ({status})"),
+            });
         }
         let bytes = Limited::new(resp.into_body(), 64 << 20)
             .collect()
@@ -437,7 +487,10 @@ impl Conn {
                 message: format!("ds01: reading dockerd's answer: {e}"),
             })?
             .to_bytes();
-        Ok(serde_json::from_slice(&bytes).ok())
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| Answer {
+            status: StatusCode::BAD_GATEWAY,
+            message: format!("ds01: dockerd's answer is not JSON: {e}"),
+        })
     }
 
     /// `POST /containers/create`: claims checked, the owner label set, the verified record
@@ -476,12 +529,12 @@ impl Conn {
                 *del.uri_mut() = u;
             }
             del.headers_mut().insert(HOST, HeaderValue::from_static("docker"));
-            let _ = self.send(del).await;
+            let removed = !id.is_empty() && self.send(del).await.is_ok_and(|r| r.status().is_success());
+            let what =
+                if removed { "it was removed" } else { "removing it failed too: an admin must remove it" };
             return Err(Answer {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: format!(
-                    "ds01: the new container's owner could not be recorded ({e}); it was removed"
-                ),
+                message: format!("ds01: the new container's owner could not be recorded ({e}); {what}"),
             });
         }
         Ok(Response::from_parts(parts, full(answer)))
@@ -527,6 +580,29 @@ impl Conn {
         let req = with_query(req, &route::set_param(&query, "cgroupparent", &parent))?;
         let resp = self.forward(req).await?;
         Ok(resp.map(|b| Guarded { inner: b, _guard: guard }.boxed()))
+    }
+
+    /// `POST /networks/{id}/connect|disconnect` by a non-admin: the body's container must be
+    /// the caller's own, and is sent by the id judged.
+    async fn network(&self, req: Request<Incoming>) -> Result<Response<Body>, Answer> {
+        let max = self.shared.settings.max_create_body;
+        let (mut parts, body) = req.into_parts();
+        let bytes = read_limited(body, max).await?;
+        let mut doc: Value = serde_json::from_slice(&bytes).map_err(|e| Answer {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("ds01: the request is not JSON: {e}"),
+        })?;
+        if create_body::field(&doc, "Container").map_err(Answer::refused)?.is_some() {
+            let reference = doc.get("Container").and_then(Value::as_str).unwrap_or("").to_owned();
+            if let Some(id) = self.owner_only(&reference, "connect or disconnect").await? {
+                doc["Container"] = Value::String(id);
+            }
+        }
+        let out = serde_json::to_vec(&doc).map_err(|e| Answer::refused(format!("ds01: the request: {e}")))?;
+        parts.headers.remove(TRANSFER_ENCODING);
+        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(out.len()));
+        let resp = self.send(Request::from_parts(parts, full(Bytes::from(out)))).await?;
+        Ok(resp.map(BodyExt::boxed))
     }
 
     /// Sends the request to dockerd and hands its answer back; an upgrade is spliced.
@@ -600,7 +676,7 @@ async fn dial(upstream: &std::path::Path) -> std::io::Result<SendRequest<Body>> 
 const READ_BUF: usize = 256 << 10;
 
 /// How long a build's record may outlive a front door that stopped during the build.
-const BUILD_RECORD_DAYS: u64 = 1;
+const BUILD_RECORD_DAYS: u64 = 7;
 
 /// Removes the records of containers dockerd no longer has (a container removed by
 /// `--rm`, by `docker rm` or by an admin on dockerd's socket), and builds' records a stopped
@@ -656,14 +732,26 @@ pub async fn sweep_hourly(shared: Arc<Shared>) {
     }
 }
 
-/// A body Go's `ParseForm` would read as parameters: a POST, PUT or PATCH whose
-/// Content-Type is `application/x-www-form-urlencoded` (any case, any parameters).
+/// A body Go's `FormValue` would read as parameters: a POST, PUT or PATCH whose Content-Type is
+/// `application/x-www-form-urlencoded` or `multipart/form-data` (any case, any parameters).
 fn is_form(req: &Request<Incoming>) -> bool {
     matches!(req.method().as_str(), "POST" | "PUT" | "PATCH")
         && req.headers().get_all(CONTENT_TYPE).iter().any(|v| {
             let v = String::from_utf8_lossy(v.as_bytes());
-            v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            let media = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            media == "application/x-www-form-urlencoded" || media == "multipart/form-data"
         })
+}
+
+/// The request with its path replaced (the query kept).
+fn with_path(req: Request<Incoming>, path: &str) -> Result<Request<Incoming>, Answer> {
+    let (mut parts, body) = req.into_parts();
+    let uri = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    parts.uri = uri.parse().map_err(|e| Answer::refused(format!("ds01: bad path: {e}")))?;
+    Ok(Request::from_parts(parts, body))
 }
 
 /// The request with its query replaced.
