@@ -185,7 +185,8 @@ fn bad_settings_file_is_a_clear_error() {
     let b = busybox_bundle(&rc.tmp.path().join("b"), "true", &[("ds01.user", "alice")]);
     assert_refused(&rc, &b, &unique("s"), "identity.unattributed");
     let e = fs::read_to_string(&rc.log).unwrap();
-    assert!(e.contains("runtime.yaml") && e.contains("line 6"), "{e}");
+    // Line 8: the test settings' four lines and the front door's two come first.
+    assert!(e.contains("runtime.yaml") && e.contains("line 8"), "{e}");
     // A bad policy file names its own file.
     let rc = Runc::new("badpolicy", "");
     fs::write(rc.tmp.path().join("policy/resource-limits.yaml"), "defaults:\n  memory: lots\n").unwrap();

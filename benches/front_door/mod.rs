@@ -510,6 +510,7 @@ pub fn run(quick: bool, machine: &str, date: &str) -> Result<String, String> {
             format!(" Errors: {}", burst.errors.iter().take(5).cloned().collect::<Vec<_>>().join("; "))
         }
     );
+    s += "- Why a row misses its target, measured apart, and what would lower it: \"Front door (issue 18): where the time goes\" under Reading these numbers.\n";
     s += "- To reproduce (root; docker.io, runc, busybox-static, useradd): `cargo bench --bench overhead -- --only front-door` (add `--write BENCHMARKS.md` to replace this section, `--quick` for a smoke run with 32 MiB streams). It creates the users fdbench0 to fdbench3 when missing.\n";
     Ok(s)
 }

@@ -227,6 +227,7 @@ pub fn settings(dir: &Path, extra: &str) -> PathBuf {
     let path = dir.join("runtime.yaml");
     // Never the machine's own /var/lib/ds01: the front door's records stay in the test's folder.
     let door = if extra.contains("front_door:") { "" } else { "front_door:\n  verified_dir: verified\n" };
+    // Before the extra lines: tests append to the last section of `extra` (`  cdi_dirs: …`).
     let text = format!(
         "low_level_runtime: runc\npolicy: policy/resource-limits.yaml\nstate_dir: state\naudit_log: log/events.jsonl\n{door}{extra}"
     );
