@@ -45,7 +45,14 @@ pub struct Shared {
     /// Callers resolved lately, by uid: the user database and the admin group may be a
     /// directory service (`getent` forks), and the docker CLI opens a few connections a command.
     callers: std::sync::Mutex<std::collections::HashMap<u32, (std::time::Instant, Caller)>>,
+    /// Idle connections to dockerd, left by caller connections that ended: the next caller
+    /// connection takes one instead of dialling (the docker CLI opens a connection a command,
+    /// `docker run` three). dockerd's HTTP carries no caller, so a connection serves anyone.
+    idle: std::sync::Mutex<Vec<SendRequest<Body>>>,
 }
+
+/// Idle dockerd connections kept at most.
+const IDLE_KEPT: usize = 16;
 
 /// How long a resolved caller is reused: a change of admins or accounts takes effect within it.
 const CALLER_TTL: Duration = Duration::from_secs(10);
@@ -61,7 +68,13 @@ impl Shared {
         policy: PathBuf,
         audit: Option<crate::policy::settings::Settings>,
     ) -> Shared {
-        Shared { settings, audit, policy: PolicyCache::new(policy), callers: Default::default() }
+        Shared {
+            settings,
+            audit,
+            policy: PolicyCache::new(policy),
+            callers: Default::default(),
+            idle: Default::default(),
+        }
     }
 }
 
@@ -632,7 +645,7 @@ impl Conn {
                 Ok(()) => s,
                 Err(_) => self.dial().await?,
             },
-            None => self.dial().await?,
+            None => self.pooled_or_dial().await?,
         };
         let pending = sender.send_request(req);
         *slot = Some(sender);
@@ -641,6 +654,17 @@ impl Conn {
             status: StatusCode::BAD_GATEWAY,
             message: format!("ds01: dockerd closed the connection: {e}"),
         })
+    }
+
+    /// An idle dockerd connection another caller connection left, else a new one.
+    async fn pooled_or_dial(&self) -> Result<SendRequest<Body>, Answer> {
+        loop {
+            let idle = self.shared.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let Some(mut s) = idle else { return self.dial().await };
+            if s.ready().await.is_ok() {
+                return Ok(s);
+            }
+        }
     }
 
     async fn dial(&self) -> Result<SendRequest<Body>, Answer> {
@@ -652,6 +676,19 @@ impl Conn {
                 s.listen.display()
             ),
         })
+    }
+}
+
+impl Drop for Conn {
+    /// An idle dockerd connection goes back for the next caller connection; one that is busy
+    /// (an answer not read to its end) or upgraded is closed with this one.
+    fn drop(&mut self) {
+        if let Some(s) = self.upstream.get_mut().take().filter(|s| s.is_ready()) {
+            let mut idle = self.shared.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < IDLE_KEPT {
+                idle.push(s);
+            }
+        }
     }
 }
 
