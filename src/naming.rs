@@ -109,6 +109,15 @@ impl Placement {
     }
 }
 
+/// A value with one pair of surrounding quotes (`"…"` or `'…'`) removed, as YAML scalars and
+/// systemd environment files write them.
+pub fn unquote(v: &str) -> &str {
+    v.strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .or_else(|| v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')))
+        .unwrap_or(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,7 +43,7 @@ fn the_caller_owns_what_it_creates_and_cannot_claim_for_another() {
     if !require_docker() {
         return;
     }
-    let door = Door::start("fdid", "");
+    let mut door = Door::start("fdid", "");
     let [alice, bob]: [User; 2] = users(&door, &["fdalice", "fdbob"]).try_into().ok().unwrap();
 
     // A plain run, no label, no name: the caller's slice, recorded as verified.
@@ -125,8 +125,19 @@ fn the_caller_owns_what_it_creates_and_cannot_claim_for_another() {
     let o = door.docker(&bob, &["build", "--cgroup-parent", "/elsewhere", "-q", ctx.to_str().unwrap()]);
     assert!(stderr(&o).contains("ds01: fdbob may not choose a cgroup parent (/elsewhere)"), "{}", stderr(&o));
 
-    // Forged records are not believed: the runtime reads only root's.
-    let _ = door.root_docker(&["rm", "-f", "plain"]);
+    // The record of a container removed on dockerd's own socket is swept when the front door
+    // starts; a live container's stays.
+    let o = door.docker(&alice, &["create", "--name", "kept", IMAGE, "true"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let kept = stdout(&o).trim().to_owned();
+    let records = door.d.tmp.path().join("verified");
+    assert!(records.join(&id).exists() && records.join(&kept).exists());
+    let o = door.root_docker(&["rm", "-f", "plain"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    door.restart_door();
+    let swept = wait_for(10, || (!records.join(&id).exists()).then_some(()));
+    assert!(swept.is_some(), "the removed container's record was not swept: {}", door.door_log());
+    assert!(records.join(&kept).exists(), "a live container's record was swept");
 }
 
 #[test]

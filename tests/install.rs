@@ -192,15 +192,20 @@ fn tree(root: &std::path::Path) -> std::collections::BTreeMap<String, (char, u32
     out
 }
 
-#[test]
-fn front_door_install_moves_dockers_socket_and_uninstall_puts_every_byte_back() {
-    let h = Host::new("door");
+/// Debian docker.io's own units in the host's /lib/systemd/system.
+fn docker_units(h: &Host) {
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/systemd");
-    // docker.io's units; an admin's drop-in read before ours; a hand-made unit of our name.
     fs::create_dir_all(h.p("lib/systemd/system")).unwrap();
     for unit in ["docker.service", "docker.socket"] {
         fs::copy(fixtures.join(unit), h.p("lib/systemd/system").join(unit)).unwrap();
     }
+}
+
+#[test]
+fn front_door_install_moves_dockers_socket_and_uninstall_puts_every_byte_back() {
+    let h = Host::new("door");
+    // docker.io's units; an admin's drop-in read before ours; a hand-made unit of our name.
+    docker_units(&h);
     fs::create_dir_all(h.p("etc/systemd/system/docker.socket.d")).unwrap();
     fs::write(h.p("etc/systemd/system/docker.socket.d/10-admin.conf"), "[Socket]\nSocketMode=0666\n")
         .unwrap();
@@ -318,11 +323,7 @@ fn front_door_install_moves_dockers_socket_and_uninstall_puts_every_byte_back() 
 #[test]
 fn front_door_install_is_refused_while_dockerd_listens_where_users_reach() {
     let h = Host::new("doorno");
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/systemd");
-    fs::create_dir_all(h.p("lib/systemd/system")).unwrap();
-    for unit in ["docker.service", "docker.socket"] {
-        fs::copy(fixtures.join(unit), h.p("lib/systemd/system").join(unit)).unwrap();
-    }
+    docker_units(&h);
     fs::create_dir_all(h.p("etc/docker")).unwrap();
     let daemon = "{\"hosts\": [\"unix:///var/run/docker.sock\"]}\n";
     fs::write(h.p("etc/docker/daemon.json"), daemon).unwrap();

@@ -237,11 +237,7 @@ fn env_file(text: &str) -> Vec<(String, String)> {
         .filter_map(|l| {
             let (k, v) = l.strip_prefix("export ").unwrap_or(l).split_once('=')?;
             let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|x| x.strip_suffix('"'))
-                .or_else(|| v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')))
-                .unwrap_or(v);
+            let v = crate::naming::unquote(v);
             Some((k.trim().to_owned(), v.to_owned()))
         })
         .collect()

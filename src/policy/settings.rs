@@ -412,11 +412,7 @@ fn fast_value(text: &str, key: &str) -> Option<String> {
         None => v,
     };
     let v = v.trim();
-    let v = v
-        .strip_prefix('"')
-        .and_then(|x| x.strip_suffix('"'))
-        .or_else(|| v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')))
-        .unwrap_or(v);
+    let v = crate::naming::unquote(v);
     (!v.is_empty() && !v.starts_with('#')).then(|| v.to_owned())
 }
 

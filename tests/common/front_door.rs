@@ -100,6 +100,15 @@ impl Door {
         assert!(up.is_some(), "the front door did not listen: {}", self.door_log());
     }
 
+    /// Stops the front door and starts it again (it sweeps its records when it starts).
+    pub fn restart_door(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            stop_child(&mut c, 5);
+        }
+        let _ = std::fs::remove_file(&self.sock);
+        self.start_door();
+    }
+
     /// The docker CLI as `u`, on the users' socket.
     pub fn docker(&self, u: &User, args: &[&str]) -> Output {
         self.docker_in(u, args, None)
